@@ -1,0 +1,62 @@
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import pytest
+
+from vidtriplane import config as C
+
+
+@dataclass(frozen=True)
+class Inner:
+    samples: tuple[int, int] = (48, 48)
+    mode: Literal["deterministic", "stochastic"] = "deterministic"
+
+
+@dataclass(frozen=True)
+class Outer:
+    batch_size: int = 4
+    scale: float = 1.0
+    name: Optional[str] = None
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_from_mapping_builds_nested_and_coerces():
+    cfg = C.from_mapping(Outer, {"batch_size": 8, "scale": 2, "inner": {"samples": [96, 96]}})
+    assert cfg == Outer(batch_size=8, scale=2.0, inner=Inner(samples=(96, 96)))
+    assert isinstance(cfg.scale, float)
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(C.ConfigError, match=r"inner\.sample\b.*valid keys"):
+        C.from_mapping(Outer, {"inner": {"sample": 3}})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(C.ConfigError, match="batch_size: expected an integer"):
+        C.from_mapping(Outer, {"batch_size": "four"})
+    with pytest.raises(C.ConfigError, match="inner.mode"):
+        C.from_mapping(Outer, {"inner": {"mode": "random"}})
+
+
+def test_overrides_parse_yaml_values():
+    cfg = C.apply_overrides(Outer(), ["inner.samples=[96, 96]", "name=run1", "scale=0.5"])
+    assert cfg.inner.samples == (96, 96) and cfg.name == "run1" and cfg.scale == 0.5
+    assert Outer().inner.samples == (48, 48)  # the original is untouched
+    with pytest.raises(C.ConfigError, match="key=value"):
+        C.apply_overrides(Outer(), ["batch_size"])
+
+
+def test_dump_roundtrips(tmp_path):
+    cfg = Outer(batch_size=2, name="x", inner=Inner(mode="stochastic"))
+    path = tmp_path / "cfg.yaml"
+    path.write_text(C.dump(cfg))
+    assert C.from_mapping(Outer, C.load_yaml(path)) == cfg
+
+
+def test_load_yaml_errors(tmp_path):
+    with pytest.raises(C.ConfigError, match="does not exist"):
+        C.load_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(C.ConfigError, match="mapping"):
+        C.load_yaml(bad)

@@ -1,0 +1,53 @@
+"""The ``vidtriplane`` command: a Click group whose subcommands live in ``vidtriplane.commands``.
+
+Subcommands are imported only when invoked, so ``--help`` and ``--version`` never import torch or av.
+To add a command, write ``vidtriplane/commands/<name>.py`` defining a Click command called ``command``
+and add one line to ``COMMANDS``.
+"""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from vidtriplane import __version__
+
+# name -> (module, one-line help shown by ``vidtriplane --help``)
+COMMANDS: dict[str, tuple[str, str]] = {
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(COMMANDS[name][0])
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="vidtriplane")
+def main() -> None:
+    """Turn talking-head video into novel-view video with TriPlaneNet (EG3D inversion).
+
+    \b
+    Examples:
+      vidtriplane weights list
+      vidtriplane render input.mp4 --yaw 0.3 -o out.mp4
+      ffmpeg -i in.mp4 -f nut - | vidtriplane render - -o - --format nut | ffmpeg -i - out.mp4
+    """
+
+
+if __name__ == "__main__":
+    main()

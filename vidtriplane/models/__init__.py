@@ -1,0 +1,1 @@
+"""Neural network modules only: they never read files, globals or the network."""
