@@ -14,6 +14,10 @@ from vidtriplane import __version__
 
 # name -> (module, one-line help shown by ``vidtriplane --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "weights": ("vidtriplane.commands.weights", "List, fetch, import and verify model weights."),
+    "preprocess": ("vidtriplane.commands.preprocess", "Aligned 512 face crops + dataset.json camera labels (video, images, -)."),
+    "render": ("vidtriplane.commands.render", "Render a talking-head video (file, folder or pipe) from novel cameras."),
+    "bench": ("vidtriplane.commands.bench", "Frames per second of the model and the whole pipeline (generated weights)."),
 }
 
 

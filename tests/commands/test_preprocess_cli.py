@@ -1,0 +1,102 @@
+"""``vidtriplane preprocess``: video file, image folder and stdin in; crops + dataset.json out; pose cache."""
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tests.stages.face_media import astronaut, moving_clip
+from vidtriplane.cli import main
+
+pytest.importorskip("dlib")
+av = pytest.importorskip("av")
+
+
+def _encode(frames, fmt="mp4", fps=25) -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode())
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return moving_clip(6, blank=(3,))
+
+
+def _labels(folder):
+    return json.loads((folder / "dataset.json").read_text())["labels"]
+
+
+def test_video_file_and_pose_cache(tmp_path, clip):
+    video = tmp_path / "talk.mp4"
+    video.write_bytes(_encode(clip))
+    args = ["preprocess", str(video), "--cache-dir", str(tmp_path / "cache"), "-q"]
+    res = CliRunner().invoke(main, args + ["-o", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    labels = _labels(tmp_path / "a")
+    assert [name for name, _ in labels] == [f"{i:06d}.png" for i in range(6)]
+    assert all(len(v) == 25 and v[16] == pytest.approx(4.2647) for _, v in labels)
+    assert cv2.imread(str(tmp_path / "a" / "000000.png")).shape == (512, 512, 3)
+    report = json.loads((tmp_path / "a" / "preprocess.json").read_text())
+    assert report["frames"] == 6 and report["held"] == 1 and report["no_face"] == ["000003.png"]
+    assert not report["cache_hit"]
+    # second run: same content under another name hits the cache and gives the same labels and crops
+    copy = tmp_path / "renamed.mp4"
+    copy.write_bytes(video.read_bytes())
+    res = CliRunner().invoke(main, ["preprocess", str(copy), "--cache-dir", str(tmp_path / "cache"), "-q", "-o", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "b" / "preprocess.json").read_text())["cache_hit"]
+    assert _labels(tmp_path / "b") == labels
+    assert (cv2.imread(str(tmp_path / "b" / "000002.png")) == cv2.imread(str(tmp_path / "a" / "000002.png"))).all()
+    # other settings miss the cache
+    res = CliRunner().invoke(main, args + ["-o", str(tmp_path / "c"), "--set", "hold_frames=0"])
+    assert res.exit_code == 0 and not json.loads((tmp_path / "c" / "preprocess.json").read_text())["cache_hit"]
+
+
+def test_stdin(tmp_path, clip):
+    res = CliRunner().invoke(main, ["preprocess", "-", "-o", str(tmp_path), "-q"], input=_encode(clip, "nut"))
+    assert res.exit_code == 0, res.output
+    assert len(_labels(tmp_path)) == 6
+
+
+def test_image_folder_official_and_mirror(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    img = astronaut()
+    cv2.imwrite(str(folder / "a.jpg"), img[..., ::-1])
+    cv2.imwrite(str(folder / "b.png"), cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[50:451, 20:333])  # grey, odd size
+    cv2.imwrite(str(folder / "c.png"), np.zeros((64, 80, 3), np.uint8))  # no face
+    res = CliRunner().invoke(main, ["preprocess", str(folder), "-o", str(tmp_path / "out"), "--official", "--mirror",
+                                    "--no-cache", "-q"])
+    assert res.exit_code == 0, res.output
+    labels = dict((n, np.array(v)) for n, v in _labels(tmp_path / "out"))
+    assert sorted(labels) == ["a.png", "a_mirror.png", "b.png", "b_mirror.png", "c.png", "c_mirror.png"]
+    # mirrored label: x of the camera centre negated
+    assert labels["a_mirror.png"][3] == pytest.approx(-labels["a.png"][3])
+    report = json.loads((tmp_path / "out" / "preprocess.json").read_text())
+    assert report["no_face"] == ["c.png"] and report["fallback"] == 1
+    assert (tmp_path / "out" / "preprocess.yaml").read_text().count("official_rounding: true") == 1
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    res = CliRunner().invoke(main, ["preprocess", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "does not exist" in res.output and "Traceback" not in res.output
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all")
+    res = CliRunner().invoke(main, ["preprocess", str(bad), "-o", str(tmp_path / "o"), "--no-cache"])
+    assert res.exit_code != 0 and "Error" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["preprocess", str(bad), "-o", str(tmp_path / "o"), "--set", "nope=1"])
+    assert res.exit_code != 0 and "unknown config key" in res.output
+
+
+def test_dry_run_prints_the_resolved_config(tmp_path):
+    res = CliRunner().invoke(main, ["preprocess", "x.mp4", "-o", str(tmp_path), "--dry-run", "--matting",
+                                    "--set", "smooth.min_cutoff=0.5"])
+    assert res.exit_code == 0 and "min_cutoff: 0.5" in res.output and "enabled: true" in res.output

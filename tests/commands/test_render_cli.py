@@ -1,0 +1,220 @@
+"""``vidtriplane render`` through the CLI: every input/output mode (real pipes included), folders with
+resume after a kill, and the error messages. Tiny generated-weights model, aligned pipeline."""
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from tests.io.media import make_video, pattern, probe, video_bytes
+from vidtriplane.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--pipeline", "aligned", "--config", "generated-tiny", "-q",
+        "--set", "runtime.torch_threads=1", "--set", "render.depth_samples=4",
+        "--set", "render.importance_samples=4", "--set", "render.neural_rendering_resolution=16",
+        "--set", "render.size=64", "--set", "composite.tile=64", "--set", "output.preset=ultrafast"]
+
+
+def run_cli(*args: str, stdin: bytes | None = None):
+    """In-process run; returns click's Result (stdout bytes and stderr kept apart)."""
+    return CliRunner().invoke(main, ["render", *args], input=stdin)
+
+
+def subprocess_cli(*args: str, stdin: bytes | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """A real process with real (non-seekable) pipes on stdin and stdout."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "vidtriplane.cli", "render", *args], input=stdin,
+                          capture_output=True, env=env, cwd=REPO, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip") / "in.mp4"
+    make_video(path, n_frames=4, width=64, height=64)
+    return path
+
+
+def test_pipe_to_pipe_nut(clip):
+    """ffmpeg -i in.mp4 -f nut - | vidtriplane render - -o - --format nut | ffmpeg -i - out.mp4"""
+    data = video_bytes(n_frames=4, width=64, height=64, container="nut")
+    proc = subprocess_cli("-", "-o", "-", "--format", "nut", *TINY, stdin=data)
+    assert proc.returncode == 0, proc.stderr.decode()
+    info = probe(io.BytesIO(proc.stdout))
+    assert info["n"] == 4 and info["has_audio"] and info["size"] == (192, 64)
+    assert b"GENERATED" in proc.stderr  # generated weights are never passed off as real output
+
+
+def test_raw_frames_in_y4m_out():
+    raw = np.stack([pattern(i, 64, 64) for i in range(3)]).tobytes()
+    proc = subprocess_cli("-", "-o", "-", "--format", "y4m", "--input-format", "rawvideo", "--raw-size", "64x64",
+                          "--raw-rate", "30", "--layout", "crop", *TINY, stdin=raw)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.startswith(b"YUV4MPEG2 W64 H64 F30:1")
+    assert probe(io.BytesIO(proc.stdout))["n"] == 3
+
+
+def test_file_to_file_with_report_and_config(tmp_path, clip):
+    out = tmp_path / "out.mp4"
+    result = run_cli(str(clip), "-o", str(out), "--report", "--yaw", "0.4", "--yaw", "-0.4", *TINY)
+    assert result.exit_code == 0, result.output
+    info = probe(out)
+    assert info["n"] == 4 and info["size"] == (4 * 64, 64) and info["has_audio"]
+    report = yaml.safe_load((tmp_path / "out.report.json").read_text())
+    assert report["frames"] == 4 and report["weights"] == "generated"
+    saved = yaml.safe_load((tmp_path / "out.config.yaml").read_text())
+    assert [v["yaw"] for v in saved["render"]["views"]] == [0.4, -0.4]
+    assert result.stdout_bytes == b""  # nothing but video ever goes to stdout
+
+
+def test_file_to_stdout_and_stdin_to_file(tmp_path, clip):
+    result = run_cli(str(clip), "-o", "-", "--format", "mp4", "--layout", "crop", *TINY)
+    assert result.exit_code == 0, result.stderr
+    assert probe(io.BytesIO(result.stdout_bytes))["n"] == 4  # fragmented mp4
+    out = tmp_path / "from_stdin.mkv"
+    result = run_cli("-", "-o", str(out), "--layout", "crop", *TINY, stdin=clip.read_bytes())  # spooled mp4
+    assert result.exit_code == 0, result.stderr
+    assert probe(out)["n"] == 4
+
+
+def test_dry_run_prints_resolved_config(clip, tmp_path):
+    result = run_cli(str(clip), "-o", str(tmp_path / "x.mp4"), "--dry-run", "--set", "render.depth_samples=48",
+                     "--camera", "orbit", "--cttr")
+    assert result.exit_code == 0, result.output
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["render"]["depth_samples"] == 48 and cfg["invert"]["cttr_steps"] == 1
+    assert cfg["render"]["views"][0]["mode"] == "orbit" and cfg["stages"][0] == "preprocess"
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def make_folder(root: Path, n: int) -> list[Path]:
+    paths = []
+    for i in range(n):
+        sub = root / ("sub" if i % 2 else "") / f"clip{i}.mkv"
+        sub.parent.mkdir(parents=True, exist_ok=True)
+        make_video(sub, n_frames=4, width=64, height=64, container="matroska", audio=i == 0)
+        paths.append(sub)
+    (root / "notes.txt").write_text("not a video")
+    return paths
+
+
+def test_folder_killed_then_resumed(tmp_path):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    make_folder(src, 3)
+    (src / "broken.mp4").write_bytes(b"garbage" * 50)
+    args = [str(src), "-o", str(dst), "-r", *TINY]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "vidtriplane.cli", "render", *args], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = dst / "clip0.mp4"
+    deadline = time.time() + 240
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), proc.stderr.read().decode()
+    finished_before = {p: p.stat().st_mtime_ns for p in dst.rglob("*.mp4") if not p.name.startswith(".")}
+    for p in finished_before:  # whatever looks finished is complete
+        assert probe(p)["n"] == 4
+
+    result = subprocess_cli(*args)
+    assert result.returncode == 1  # broken.mp4 failed, the others were rendered
+    err = result.stderr.decode()
+    assert "broken.mp4" in err and "failed" in err and "Traceback" not in err
+    outputs = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*.mp4"))
+    assert outputs == ["clip0.mp4", "clip2.mp4", "sub/clip1.mp4"]  # mirrored tree, no partial files
+    for p, mtime in finished_before.items():
+        assert p.stat().st_mtime_ns == mtime  # not redone
+    assert all(probe(dst / o)["n"] == 4 for o in outputs)
+    assert (dst / "vidtriplane-render.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("missing", "does not exist"),
+        ("corrupt", "cannot read"),
+        ("no_video", "no video stream"),
+        ("zero_frames", "no decodable frames"),
+        ("truncated", "empty or truncated"),
+        ("pipe_mov", "cannot be written to a pipe"),
+        ("pipe_no_format", "needs --format"),
+        ("same_file", "the output is the input"),
+        ("exists", "--overwrite"),
+        ("bad_set", "unknown config key"),
+    ],
+)
+def test_clear_errors(tmp_path, clip, case, message):
+    import av
+
+    src, out, extra = str(clip), str(tmp_path / "o.mp4"), []
+    if case == "missing":
+        src = str(tmp_path / "nope.mp4")
+    elif case == "corrupt":
+        src = str(tmp_path / "bad.mp4")
+        Path(src).write_bytes(b"\x00garbage" * 100)
+    elif case == "no_video":
+        src = str(tmp_path / "a.mka")
+        with av.open(src, "w") as c:
+            s = c.add_stream("pcm_s16le", rate=8000)
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+            f.sample_rate = 8000
+            c.mux(s.encode(f))
+            c.mux(s.encode(None))
+    elif case == "zero_frames":
+        src = str(tmp_path / "empty.y4m")  # a valid header, then nothing
+        Path(src).write_bytes(b"YUV4MPEG2 W64 H64 F25:1 Ip A1:1 C420jpeg\n")
+    elif case == "truncated":
+        src = str(tmp_path / "cut.mkv")
+        Path(src).write_bytes(video_bytes(n_frames=2, container="matroska")[:40])
+    elif case == "pipe_mov":
+        out, extra = "-", ["--format", "mov"]
+    elif case == "pipe_no_format":
+        out = "-"
+    elif case == "same_file":
+        out = src
+    elif case == "exists":
+        Path(out).write_bytes(b"old")
+    elif case == "bad_set":
+        extra = ["--set", "render.nope=1"]
+    result = run_cli(src, "-o", out, *extra, *TINY)
+    assert result.exit_code != 0
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    if case == "exists":
+        assert Path(out).read_bytes() == b"old"
+    if case not in ("exists", "same_file"):
+        assert not Path(out).exists() if out != "-" else True
+
+
+def test_missing_weights_message(tmp_path, clip, monkeypatch):
+    monkeypatch.setenv("VIDTRIPLANE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("VIDTRIPLANE_OFFLINE", "1")
+    result = run_cli(str(clip), "-o", str(tmp_path / "o.mp4"), "--pipeline", "aligned", "-q")
+    assert result.exit_code == 1
+    assert "triplanenet-v1" in result.stderr and "weights import" in result.stderr
+    assert "--weights generated" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_out_of_memory_message(tmp_path, clip, monkeypatch):
+    import torch
+
+    from vidtriplane.stages import invert
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(invert, "invert", oom)
+    result = run_cli(str(clip), "-o", str(tmp_path / "o.mp4"), *TINY)
+    assert result.exit_code == 1
+    assert "ran out of memory" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []

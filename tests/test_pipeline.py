@@ -1,0 +1,215 @@
+"""The streaming pipeline end to end with a tiny generated-weights model on the CPU (plumbing, not quality)."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from tests.io.media import make_video, probe
+from vidtriplane.config import apply_overrides
+from vidtriplane.io.reader import InputError
+from vidtriplane.io.writer import partial_path
+from vidtriplane.pipeline import (OutOfMemory, PipelineError, choose_batch_size, load_models, output_targets,
+                                  render_video)
+from vidtriplane.render_config import resolve_config
+from vidtriplane.stages import invert as invert_stage
+from vidtriplane.stages import render as render_stage
+
+# as small and fast as the tiny model goes; one torch thread (the test machine has 2 busy cores)
+FAST = ["runtime.torch_threads=1", "render.depth_samples=4", "render.importance_samples=4",
+        "render.neural_rendering_resolution=16", "render.size=64", "composite.tile=64",
+        "output.preset=ultrafast", "runtime.cpu_batch_size=3"]
+
+
+def tiny_cfg(*overrides: str):
+    return resolve_config(pipeline="aligned", config_files=["generated-tiny"], overrides=[*FAST, *overrides])
+
+
+@pytest.fixture(scope="module")
+def models():
+    threads = torch.get_num_threads()
+    yield load_models(tiny_cfg())
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("in") / "vfr.mp4"
+    times = make_video(path, n_frames=5, width=80, height=64, vfr=True)
+    return path, times
+
+
+def test_file_to_file_keeps_frames_timestamps_audio(tmp_path, models, clip):
+    src, times = clip
+    out = tmp_path / "out.mkv"
+    report = render_video(src, out, models, tiny_cfg(), progress=False)
+    info = probe(out)
+    assert report.frames == info["n"] == len(times) == 5
+    assert [float(t) for t in info["times"]] == pytest.approx([float(t) for t in times], abs=1e-3)
+    assert info["has_audio"] and info["audio_packets"] == probe(src)["audio_packets"]
+    assert info["size"] == (3 * 64, 64)  # input crop | same view | novel view
+    assert report.weights == "generated" and report.batch_size == 3
+    assert {"decode", "preprocess", "invert", "render", "composite", "encode"} <= set(report.stage_seconds)
+    assert not partial_path(out).exists()
+
+
+def test_separate_views_and_paste(tmp_path, models, clip):
+    src, _ = clip
+    cfg = tiny_cfg("composite.layout=crop", "composite.views_output=separate",
+                   "render.views=[{name: left, yaw: -0.4}, {name: right, mode: orbit}]")
+    report = render_video(src, tmp_path / "v.mp4", models, cfg, progress=False)
+    assert set(report.outputs) == {"left", "right"}
+    for name in ("left", "right"):
+        info = probe(tmp_path / f"v_{name}.mp4")
+        assert info["n"] == 5 and info["size"] == (64, 64)
+    report = render_video(src, tmp_path / "p.mkv", models, tiny_cfg("composite.layout=paste"), progress=False)
+    assert probe(tmp_path / "p.mkv")["size"] == (80, 64)  # the full frame
+
+
+def test_oom_retries_with_smaller_batches(tmp_path, models, clip, monkeypatch):
+    src, _ = clip
+    real = invert_stage.invert
+    sizes = []
+
+    def flaky(net, crops, *args, **kwargs):
+        sizes.append(len(crops))
+        if len(crops) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(net, crops, *args, **kwargs)
+
+    monkeypatch.setattr(invert_stage, "invert", flaky)
+    report = render_video(src, tmp_path / "o.mkv", models, tiny_cfg(), progress=False)
+    assert report.batch_size == 1 and report.frames == 5
+    assert sizes[:3] == [3, 1, 1]  # 3 fails -> halved to 1, and it stays there
+    assert probe(tmp_path / "o.mkv")["n"] == 5
+
+    monkeypatch.setattr(invert_stage, "invert", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError()))
+    with pytest.raises(OutOfMemory, match="one frame per batch"):
+        render_video(src, tmp_path / "never.mkv", models, tiny_cfg("runtime.batch_size=1"), progress=False)
+    assert not (tmp_path / "never.mkv").exists() and not partial_path(tmp_path / "never.mkv").exists()
+
+
+def test_failure_midway_leaves_no_output(tmp_path, models, clip, monkeypatch):
+    src, _ = clip
+    calls = {"n": 0}
+    real = render_stage.render_views
+
+    def fail_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("boom")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(render_stage, "render_views", fail_second)
+    out = tmp_path / "o.mp4"
+    with pytest.raises(RuntimeError, match="boom"):
+        render_video(src, out, models, tiny_cfg(), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_input_errors(tmp_path, models):
+    with pytest.raises(InputError, match="does not exist"):
+        render_video(tmp_path / "missing.mp4", tmp_path / "o.mp4", models, tiny_cfg(), progress=False)
+    with pytest.raises(PipelineError, match="stdout"):
+        output_targets("-", ["a", "b"])
+
+
+def test_batch_size_choice():
+    cfg = tiny_cfg()
+    assert choose_batch_size(cfg, torch.device("cpu")) == 3
+    assert choose_batch_size(tiny_cfg("runtime.batch_size=7"), torch.device("cpu")) == 7
+
+
+def test_view_cameras():
+    from vidtriplane.geometry.camera import lookat_label, yaw_pitch
+    from vidtriplane.render_config import ViewConfig
+
+    labels = lookat_label(torch.tensor([0.1, -0.2]), torch.tensor([0.05, 0.0]))
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    absolute = render_stage.view_cameras(ViewConfig(yaw=0.3, pitch=0.1), labels, t)
+    assert torch.allclose(absolute, lookat_label(torch.tensor([0.3, 0.3]), torch.tensor([0.1, 0.1])), atol=1e-5)
+    rel = render_stage.view_cameras(ViewConfig(mode="relative", yaw=0.2, pitch=0.0), labels, t)
+    yaw, pitch = yaw_pitch(rel)
+    assert yaw.tolist() == pytest.approx([0.3, 0.0], abs=1e-4)
+    assert pitch.tolist() == pytest.approx([0.05, 0.0], abs=1e-4)
+    sway = ViewConfig(mode="sway", yaw=0.0, amplitude_yaw=0.5, period=4.0)
+    yaw, _ = yaw_pitch(render_stage.view_cameras(sway, labels, torch.tensor([0.0, 1.0])))
+    assert yaw.tolist() == pytest.approx([0.0, 0.5], abs=1e-4)  # sin(2 pi * 1/4) = 1
+    orbit = ViewConfig(mode="orbit", yaw=0.0, pitch=0.0, amplitude_yaw=0.3, amplitude_pitch=0.2, period=4.0)
+    yaw, pitch = yaw_pitch(render_stage.view_cameras(orbit, labels, torch.tensor([0.0, 1.0])))
+    assert yaw.tolist() == pytest.approx([0.0, 0.3], abs=1e-4)
+    assert pitch.tolist() == pytest.approx([0.2, 0.0], abs=1e-4)
+
+
+def test_generated_weights_are_deterministic():
+    from vidtriplane.render_config import ModelConfig
+
+    a = invert_stage.build_generated(ModelConfig(weights="generated", size="tiny", seed=3))
+    b = invert_stage.build_generated(ModelConfig(weights="generated", size="tiny", seed=3))
+    c = invert_stage.build_generated(ModelConfig(weights="generated", size="tiny", seed=4))
+    ka = next(iter(a.state_dict()))
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not torch.equal(a.state_dict()[ka], c.state_dict()[ka]) or any(
+        not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_time_base_fraction_survives(tmp_path, models):
+    """NTSC-like 30000/1001 input: output timestamps land on the same instants."""
+    src = tmp_path / "ntsc.mkv"
+    import av
+
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=Fraction(30000, 1001))
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 40 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = i * 1001, Fraction(1, 30000)
+            c.mux(s.encode(f))
+        c.mux(s.encode(None))
+    out = tmp_path / "ntsc_out.mp4"
+    render_video(src, out, models, tiny_cfg("composite.layout=crop"), progress=False)
+    got = [float(t) for t in probe(out)["times"]]
+    assert got == pytest.approx([float(t) for t in probe(src)["times"]], abs=1e-3)
+
+
+def test_face_preprocessing_and_pose_cache(tmp_path, monkeypatch):
+    """Default pipeline (face landmarks, EG3D crop, pose) on the sample-style clip; the second render of
+    the same file reuses the cached geometry instead of detecting faces again."""
+    pytest.importorskip("dlib")
+    pytest.importorskip("skimage")
+    import importlib.util
+    from pathlib import Path
+
+    from vidtriplane.stages import preprocess
+
+    spec = importlib.util.spec_from_file_location("make_sample", Path(__file__).parents[1] / "samples" / "make_sample.py")
+    sample = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sample)
+    src = sample.make_sample(tmp_path / "face.mp4", seconds=0.16, size=384)  # 4 frames
+    monkeypatch.setenv("VIDTRIPLANE_CACHE", str(tmp_path / "cache"))
+    cfg = resolve_config(pipeline="default", config_files=["generated-tiny"],
+                         overrides=[*FAST, "composite.layout=paste"])
+    models = load_models(cfg)
+    first = render_video(src, tmp_path / "a.mp4", models, cfg, progress=False)
+    assert first.frames == 4 and first.faces_found == 4 and first.held == 0
+    assert probe(tmp_path / "a.mp4")["size"] == (384, 384)  # pasted back into the full frame
+    assert len(list((tmp_path / "cache" / "poses").glob("*.npz"))) == 1
+    monkeypatch.setattr(preprocess, "geometry", lambda *a, **k: pytest.fail("the pose cache was not used"))
+    other_camera = apply_overrides(cfg, ["render.views=[{name: left, yaw: -0.5}]"])
+    second = render_video(src, tmp_path / "b.mp4", models, other_camera, progress=False)
+    assert second.frames == 4 and second.faces_found == 4
+
+
+@pytest.mark.slow
+def test_full_size_model_two_frames(tmp_path):
+    """The official-size architecture (generated weights) through the whole pipeline on 2 frames."""
+    src = tmp_path / "two.mp4"
+    make_video(src, n_frames=2, width=96, height=96)
+    cfg = resolve_config(pipeline="aligned", overrides=[
+        "model.weights=generated", "composite.layout=crop", "render.depth_samples=24",
+        "render.importance_samples=24", "runtime.batch_size=2", "output.preset=ultrafast"])
+    report = render_video(src, tmp_path / "out.mp4", load_models(cfg), cfg, progress=False)
+    info = probe(tmp_path / "out.mp4")
+    assert report.frames == info["n"] == 2 and info["size"] == (512, 512) and info["has_audio"]

@@ -1,0 +1,290 @@
+"""Load official-format TriPlaneNet / EG3D torch files into our models, safely and with precise errors.
+
+Formats (``official_spec.md`` 1.7 and 2):
+
+* TriPlaneNet v1 ``.pth``: ``{'state_dict': 1182 tensors (psp_encoder.*, triplanenet_encoder.*,
+  decoder.*), 'opts': dict, ...}``; loaded strictly.
+* TriPlaneNet v2 ``.pth``: same layout with the 9-channel encoder. The official code loads it
+  non-strictly; we require every model key with the right shape, tolerate (and log) extra keys, and detect
+  the decoder variant from ``triplanenet_encoder.up2.conv.double_conv.0.weight`` (384 -> pixel shuffle,
+  768 -> nearest upsample).
+* EG3D ``.pth`` (``ffhq512-128.pth``): ``{'G_ema': state_dict, 'init_kwargs': dict, 'latent_avg': [512]}``.
+
+Every file is read with ``torch.load(weights_only=True)``: a file that would need to run pickled code
+is refused. ``latent_avg`` comes from the EG3D file when given, else from the generator's
+``mapping.w_avg`` (logged). Models never read files; this module is the only place that does.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import torch
+
+from vidtriplane.models.eg3d import EG3DConfig, EG3DGenerator
+from vidtriplane.models.encoders import PSPConfig, TriPlaneEncoderConfig
+from vidtriplane.models.state import StateDictMismatch, check_state_dict
+from vidtriplane.models.triplanenet import TriPlaneNet, TriPlaneNetConfig, TriPlaneNetV2
+
+log = logging.getLogger(__name__)
+
+PathLike = str | Path
+Variant = Literal["pixelshuffle", "upsample"]
+PREFIXES = ("psp_encoder.", "triplanenet_encoder.", "decoder.")
+VARIANT_KEY = "triplanenet_encoder.up2.conv.double_conv.0.weight"
+INPUT_KEY = "triplanenet_encoder.input_layer.0.weight"
+
+
+class CheckpointError(ValueError):
+    """A weight file that cannot be used; the message names the file, what is wrong and what to do.
+
+    (Tensors that do not fit the model raise :class:`StateDictMismatch`, also a ValueError.)"""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading files
+
+
+def read_torch_file(path: PathLike, *, kind: str) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` on the CPU; the top level must be a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{kind} file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        found = (re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
+                 or re.search(r"got <class '([\w.]+)'>", text))
+        if found is None:  # garbage, not a pickle of forbidden objects
+            raise CheckpointError(f"{kind} file {path} is not a readable PyTorch file (it does not unpickle); "
+                                  "it may be truncated or another format") from None
+        raise CheckpointError(
+            f"{kind} file {path} contains pickled objects other than tensors and plain containers "
+            f"({found.group(1)}); it was refused because loading it could run code. Convert it to plain "
+            "tensors with `vidtriplane weights import` or re-save it as a dict of tensors.") from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{kind} file {path} is not a readable PyTorch file ({exc.__class__.__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); it may be truncated "
+                              "or another format") from None
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{kind} file {path} holds a {type(obj).__name__}, expected a dict")
+    return dict(obj)
+
+
+def _tensor_dict(obj: Any, path: Path, where: str) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: {where} is a {type(obj).__name__}, expected a dict of tensors")
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: {where} has {len(bad)} entries that are not named tensors: {bad[:5]}")
+    return dict(obj)
+
+
+def _require(obj: Mapping[str, Any], keys: tuple[str, ...], path: Path, kind: str) -> None:
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise CheckpointError(f"{kind} file {path} lacks the key(s) {missing} (has {sorted(map(str, obj))[:10]}); "
+                              f"is it the right file?")
+
+
+# ---------------------------------------------------------------------------------------------------
+# EG3D
+
+
+@dataclass(frozen=True)
+class EG3DCheckpoint:
+    """Contents of an official EG3D torch file."""
+
+    state_dict: dict[str, torch.Tensor]
+    """``G_ema``: the generator's tensors (176 for FFHQ-512)."""
+    config: EG3DConfig
+    """Built from ``init_kwargs``."""
+    latent_avg: torch.Tensor
+    """Average W [w_dim]."""
+
+
+def eg3d_config_from_init_kwargs(init_kwargs: Mapping[str, Any]) -> EG3DConfig:
+    """Map the official ``TriPlaneGenerator`` constructor kwargs onto :class:`EG3DConfig`.
+
+    The super-resolution module path in ``rendering_kwargs`` is ignored (always the 8XDC module) and
+    ``neural_rendering_resolution`` stays 128, as TriPlaneNet sets after construction."""
+    kw = dict(init_kwargs)
+    rk = dict(kw.get("rendering_kwargs") or {})
+    mk = dict(kw.get("mapping_kwargs") or {})
+    base = EG3DConfig()
+    fields: dict[str, Any] = {
+        "z_dim": kw.get("z_dim", base.z_dim),
+        "w_dim": kw.get("w_dim", base.w_dim),
+        "c_dim": kw.get("c_dim", base.c_dim),
+        "img_resolution": kw.get("img_resolution", base.img_resolution),
+        "channel_base": kw.get("channel_base", base.channel_base),
+        "channel_max": kw.get("channel_max", base.channel_max),
+        "mapping_layers": mk.get("num_layers", base.mapping_layers),
+    }
+    for src, dst in (("depth_resolution", "depth_resolution"),
+                     ("depth_resolution_importance", "depth_resolution_importance"),
+                     ("ray_start", "ray_start"), ("ray_end", "ray_end"), ("box_warp", "box_warp"),
+                     ("avg_camera_radius", "avg_camera_radius"), ("c_scale", "c_scale"),
+                     ("c_gen_conditioning_zero", "c_gen_conditioning_zero"),
+                     ("superresolution_noise_mode", "sr_noise_mode"), ("sr_antialias", "sr_antialias"),
+                     ("decoder_lr_mul", "decoder_lr_multiplier")):
+        if src in rk:
+            fields[dst] = rk[src]
+    if "avg_camera_pivot" in rk:
+        fields["avg_camera_pivot"] = tuple(float(v) for v in rk["avg_camera_pivot"])
+    if rk.get("ray_start") == "auto" or rk.get("clamp_mode", "softplus") != "softplus":
+        raise CheckpointError(f"unsupported EG3D rendering settings {rk}: only the FFHQ-style "
+                              "(numeric ray_start/ray_end, softplus) models are implemented")
+    try:
+        return EG3DConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"EG3D init_kwargs do not give a valid configuration: {exc}") from None
+
+
+def read_eg3d_checkpoint(path: PathLike) -> EG3DCheckpoint:
+    """Read and validate the layout of an EG3D torch file (no model is built)."""
+    path = Path(path)
+    obj = read_torch_file(path, kind="EG3D")
+    _require(obj, ("G_ema", "init_kwargs", "latent_avg"), path, "EG3D")
+    sd = _tensor_dict(obj["G_ema"], path, "'G_ema'")
+    if not isinstance(obj["init_kwargs"], Mapping):
+        raise CheckpointError(f"{path}: 'init_kwargs' is a {type(obj['init_kwargs']).__name__}, expected a dict")
+    config = eg3d_config_from_init_kwargs(obj["init_kwargs"])
+    latent_avg = obj["latent_avg"]
+    if not isinstance(latent_avg, torch.Tensor) or (
+            latent_avg.numel() != config.w_dim and tuple(latent_avg.shape) != (config.num_ws, config.w_dim)):
+        shape = list(latent_avg.shape) if isinstance(latent_avg, torch.Tensor) else type(latent_avg).__name__
+        raise CheckpointError(f"{path}: 'latent_avg' must be a [{config.w_dim}] tensor, got {shape}")
+    if latent_avg.numel() == config.w_dim:
+        latent_avg = latent_avg.reshape(config.w_dim)
+    return EG3DCheckpoint(state_dict=sd, config=config, latent_avg=latent_avg.float())
+
+
+def load_eg3d(path: PathLike) -> tuple[EG3DGenerator, torch.Tensor]:
+    """The generator of an EG3D torch file (``G_ema``, keys and shapes checked) and its latent_avg [w_dim]."""
+    ckpt = read_eg3d_checkpoint(path)
+    G = EG3DGenerator(ckpt.config).eval().requires_grad_(False)
+    _load(G, ckpt.state_dict, what=f"EG3D generator 'G_ema' in {path}")
+    return G, ckpt.latent_avg
+
+
+# ---------------------------------------------------------------------------------------------------
+# TriPlaneNet
+
+
+def detect_version(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """1 or 2, from the input channels of the tri-plane encoder (6 or 9)."""
+    if INPUT_KEY not in state_dict:
+        raise CheckpointError(f"not a TriPlaneNet state_dict: it has no {INPUT_KEY!r}")
+    channels = state_dict[INPUT_KEY].shape[1] if state_dict[INPUT_KEY].ndim == 4 else None
+    if channels not in (6, 9):
+        raise CheckpointError(f"{INPUT_KEY} has shape {list(state_dict[INPUT_KEY].shape)}; expected "
+                              "[64, 6, 3, 3] (v1) or [64, 9, 3, 3] (v2)")
+    return 1 if channels == 6 else 2
+
+
+def detect_v2_variant(state_dict: Mapping[str, torch.Tensor]) -> Variant:
+    """The v2 decoder variant from tensor shapes: up2's BatchNorm has 384 (pixel shuffle) or 768 channels."""
+    if VARIANT_KEY not in state_dict:
+        raise CheckpointError(f"cannot tell the v2 decoder variant: the state_dict has no {VARIANT_KEY!r}")
+    n = state_dict[VARIANT_KEY].numel()
+    width = state_dict[INPUT_KEY].shape[0] if INPUT_KEY in state_dict else 64
+    if n == 6 * width:
+        return "pixelshuffle"
+    if n == 12 * width:
+        return "upsample"
+    raise CheckpointError(f"{VARIANT_KEY} has {n} channels; expected {6 * width} (pixelshuffle) or "
+                          f"{12 * width} (upsample)")
+
+
+@dataclass(frozen=True)
+class TriPlaneNetCheckpoint:
+    """Contents of an official TriPlaneNet v1/v2 checkpoint."""
+
+    state_dict: dict[str, torch.Tensor]
+    opts: dict[str, Any]
+    version: int
+    variant: Variant
+    """v2 decoder variant (``"pixelshuffle"`` for v1)."""
+
+
+def read_triplanenet_checkpoint(path: PathLike) -> TriPlaneNetCheckpoint:
+    """Read an official TriPlaneNet file and detect its version and (v2) decoder variant."""
+    path = Path(path)
+    obj = read_torch_file(path, kind="TriPlaneNet checkpoint")
+    _require(obj, ("state_dict",), path, "TriPlaneNet checkpoint")
+    sd = _tensor_dict(obj["state_dict"], path, "'state_dict'")
+    opts = obj.get("opts") or {}
+    if not isinstance(opts, Mapping):
+        raise CheckpointError(f"{path}: 'opts' is a {type(opts).__name__}, expected a dict")
+    prefixes = {k.split(".", 1)[0] + "." for k in sd}
+    missing = [p for p in PREFIXES if p not in prefixes]
+    if missing:
+        raise CheckpointError(f"{path}: 'state_dict' has no {missing} entries (found prefixes {sorted(prefixes)})")
+    try:
+        version = detect_version(sd)
+        variant: Variant = detect_v2_variant(sd) if version == 2 else "pixelshuffle"
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if version == 2 and "use_pixelshuffle" in opts and bool(opts["use_pixelshuffle"]) != (variant == "pixelshuffle"):
+        log.warning("%s: opts.use_pixelshuffle=%s disagrees with the tensor shapes (%s); using the shapes",
+                    path, opts["use_pixelshuffle"], variant)
+    return TriPlaneNetCheckpoint(state_dict=sd, opts=dict(opts), version=version, variant=variant)
+
+
+def load_triplanenet(
+    path: PathLike,
+    *,
+    eg3d: PathLike | EG3DCheckpoint | None = None,
+    config: TriPlaneNetConfig | None = None,
+) -> TriPlaneNet | TriPlaneNetV2:
+    """Build and load a TriPlaneNet (v1 strict, v2 structure-checked) from an official checkpoint.
+
+    ``eg3d``: the EG3D torch file (or its parsed contents) giving ``latent_avg`` and the generator
+    configuration; without it the FFHQ-512 defaults are used and ``latent_avg`` = ``mapping.w_avg``.
+    ``config`` overrides the shapes (e.g. tiny test models)."""
+    ckpt = read_triplanenet_checkpoint(path)
+    eg = read_eg3d_checkpoint(eg3d) if isinstance(eg3d, (str, Path)) else eg3d
+    if config is None:
+        g = eg.config if eg is not None else EG3DConfig()
+        psp = PSPConfig(style_dim=g.w_dim, n_styles=g.num_ws, input_size=g.backbone_resolution)
+        enc = TriPlaneEncoderConfig() if ckpt.version == 1 else TriPlaneEncoderConfig.v2(ckpt.variant)
+        config = TriPlaneNetConfig(psp=psp, encoder=enc, eg3d=g)
+    net: TriPlaneNet | TriPlaneNetV2 = TriPlaneNet(config) if ckpt.version == 1 else TriPlaneNetV2(config)
+    if eg is not None:
+        # The TriPlaneNet file's decoder.* entries override G_ema; check G_ema fits all the same.
+        check_state_dict(net.decoder, eg.state_dict, what="EG3D generator 'G_ema'")
+    what = f"TriPlaneNet v{ckpt.version} checkpoint {path}"
+    if ckpt.version == 1:
+        _load(net, ckpt.state_dict, what=what)
+    else:
+        expected = net.state_dict()
+        extra = [k for k in ckpt.state_dict if k not in expected]
+        if extra:
+            log.warning("%s: ignoring %d entries the model does not have: %s", what, len(extra), extra[:5])
+        _load(net, {k: v for k, v in ckpt.state_dict.items() if k in expected}, what=what)
+    if eg is not None:
+        net.set_latent_avg(eg.latent_avg)
+    else:
+        log.info("no EG3D file given: latent_avg = decoder.backbone.mapping.w_avg repeated %d times",
+                 config.psp.n_styles)
+        net.set_latent_avg(net.decoder.backbone.mapping.w_avg)
+    return net.eval()
+
+
+def _load(module: torch.nn.Module, sd: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Strict load; a mismatch raises StateDictMismatch (a ValueError naming the keys and shapes)."""
+    check_state_dict(module, sd, what=what)
+    module.load_state_dict(dict(sd), strict=True)
+
+
+__all__ = [
+    "CheckpointError", "EG3DCheckpoint", "StateDictMismatch", "TriPlaneNetCheckpoint", "detect_v2_variant",
+    "detect_version", "eg3d_config_from_init_kwargs", "load_eg3d", "load_triplanenet", "read_eg3d_checkpoint",
+    "read_torch_file", "read_triplanenet_checkpoint",
+]

@@ -1,0 +1,210 @@
+"""``vidtriplane preprocess``: aligned 512 crops + ``dataset.json`` camera labels from a video or images."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import click
+
+log = logging.getLogger("vidtriplane")
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("vidtriplane: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    logging.getLogger("libav").setLevel(logging.ERROR)
+
+
+def resolve_config(config: Optional[str], sets: tuple[str, ...], matting: Optional[bool], official: bool):
+    """Preset file -> flags -> ``--set`` overrides, as a PreprocessConfig."""
+    from vidtriplane.config import apply_overrides, from_mapping, load_yaml
+    from vidtriplane.stages.preprocess import PreprocessConfig
+
+    data = load_yaml(config) if config else {}
+    cfg = from_mapping(PreprocessConfig, data)
+    flags: dict[str, Any] = {}
+    if matting is not None:
+        flags["matting"] = {"enabled": matting}
+    if official:
+        flags["align"] = {"official_rounding": True}
+        flags["smooth"] = {"enabled": False}
+    if flags:
+        cfg = apply_overrides(cfg, flags)
+    return apply_overrides(cfg, list(sets))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise click.ClickException(f"{folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return files
+
+
+def read_image(path: Path):
+    """An image file as RGB uint8 (grey and 16-bit images are converted; EXIF orientation applied)."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise click.ClickException(f"cannot read {path} as an image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _image_batches(files: list[Path]) -> Iterator:
+    from fractions import Fraction
+
+    import numpy as np
+
+    from vidtriplane.types import FrameBatch, VideoMeta
+
+    for i, path in enumerate(files):
+        image = read_image(path)
+        h, w = image.shape[:2]
+        meta = VideoMeta(width=w, height=h, fps=Fraction(0), time_base=Fraction(1), source=str(path))
+        idx = np.array([i], dtype=np.int64)
+        yield FrameBatch(meta=meta, index=idx, pts=idx.copy(), frames=image[None])
+
+
+@click.command(
+    "preprocess",
+    epilog="""\b
+Examples:
+  vidtriplane preprocess talk.mp4 -o data/talk
+  vidtriplane preprocess photos/ -o data/photos --official --mirror
+  ffmpeg -i in.mov -f nut - | vidtriplane preprocess - -o data/clip
+  vidtriplane preprocess talk.mp4 -o out --matting --set matting.background=[0,0,0]
+""",
+)
+@click.argument("input", type=str)
+@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+              help="Output folder.")
+@click.option("-c", "--config", type=click.Path(dir_okay=False, exists=True),
+              help="YAML preset (configs/preprocess*.yaml).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. smooth.min_cutoff=0.5.")
+@click.option("--matting/--no-matting", default=None,
+              help="Replace the crop background (rembg).  [default: from config: off]")
+@click.option("--official", is_flag=True,
+              help="Official integer crop, no smoothing (dataset parity with the EG3D code).")
+@click.option("--mirror", is_flag=True, help="Also write mirrored crops NAME_mirror.png with mirrored labels.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True, help="Frames per batch.")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Pose cache folder.  [default: ~/.cache/vidtriplane/poses]")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the pose cache.")
+@click.option("--input-format", type=str, help="Container format of stdin (nut, y4m, matroska, mpegts, mp4).")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+def command(input: str, output: str, config, sets, matting, official, mirror, batch_size, cache_dir, no_cache,
+            input_format, dry_run, quiet) -> None:
+    """Write aligned 512x512 face crops (PNG) and dataset.json camera labels for INPUT.
+
+    INPUT is a video file, a folder of images, or - for a video on stdin. Every input frame gives one
+    crop: frames without a face hold the last good crop and pose, then fall back (counted, listed in
+    preprocess.json). dataset.json has the official format {"labels": [[name, [25 floats]], ...]}.
+    """
+    from vidtriplane.config import ConfigError, dump
+
+    _setup_logging(quiet)
+    try:
+        cfg = resolve_config(config, sets, matting, official)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if dry_run:
+        click.echo(dump(cfg), nl=False)
+        return
+    try:
+        run(input, Path(output), cfg, mirror=mirror, batch_size=batch_size, cache_dir=cache_dir,
+            use_cache=not no_cache, input_format=input_format)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: int = 16,
+        cache_dir: Optional[str] = None, use_cache: bool = True, input_format: Optional[str] = None) -> dict:
+    """Preprocess ``source`` into ``out_dir``; returns the report written to preprocess.json."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from vidtriplane import cache as pose_cache
+    from vidtriplane.config import dump
+    from vidtriplane.geometry.camera import flip_yaw
+    from vidtriplane.io.reader import InputError, ReaderConfig, open_video
+    from vidtriplane.stages import preprocess as pp
+
+    path = Path(source)
+    folder = source != "-" and path.is_dir()
+    if source != "-" and not path.exists():
+        raise click.ClickException(f"input {source} does not exist (give a video, an image folder, or - for stdin)")
+    files = _image_files(path) if folder else []
+
+    # 1. pose cache lookup (files and folders; stdin cannot be hashed before it is read)
+    store = pose_cache.PoseCache(cache_dir) if use_cache and source != "-" else None
+    settings = cfg.geometry_settings()
+    input_hash = None
+    cached = None
+    if store is not None:
+        input_hash = pose_cache.hash_files(files) if folder else pose_cache.hash_file(path)
+        cached = store.load(input_hash, settings)
+        if cached is not None:
+            log.info("pose cache hit: reusing landmarks, crops and labels (%s)", store.directory)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.matting.enabled:
+        (out_dir / "alpha").mkdir(exist_ok=True)
+    labels: list[list] = []
+    missing: list[str] = []
+
+    def write(batch, names: list[str]) -> None:
+        for j, name in enumerate(names):
+            cv2.imwrite(str(out_dir / f"{name}.png"), batch.crops[j][..., ::-1])
+            labels.append([f"{name}.png", [float(v) for v in batch.labels[j]]])
+            if batch.alpha is not None:
+                cv2.imwrite(str(out_dir / "alpha" / f"{name}.png"), np.rint(batch.alpha[j] * 255).astype(np.uint8))
+            if not batch.face_found[j]:
+                missing.append(f"{name}.png")
+            if mirror:
+                cv2.imwrite(str(out_dir / f"{name}_mirror.png"), batch.crops[j][:, ::-1, ::-1])
+                flipped = flip_yaw(torch.from_numpy(batch.labels[j].astype(np.float64)))
+                labels.append([f"{name}_mirror.png", [float(v) for v in flipped]])
+
+    # 2. frames -> crops + labels (the input is opened before the models load, so bad input fails fast)
+    reader = None
+    try:
+        if not folder:
+            reader = open_video(source, ReaderConfig(format=input_format, audio=False))
+        runner = pp.Preprocessor(pp.load_models(cfg, geometry=cached is None), cfg, cached)
+        if folder:
+            for batch in _image_batches(files):
+                runner.state = pp.PreprocessState(counts=runner.state.counts)  # unrelated photos: no tracking
+                write(runner(batch), [files[int(batch.index[0])].stem])
+        else:
+            for batch in reader.batches(batch_size):
+                write(runner(batch), [f"{int(i):06d}" for i in batch.index])
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        if reader is not None:
+            reader.close()
+
+    # 3. dataset.json, the report, the resolved config, the pose cache entry
+    (out_dir / "dataset.json").write_text(json.dumps({"labels": labels}))
+    report = {"input": source, "cache_hit": cached is not None, **runner.counts, "no_face": missing}
+    (out_dir / "preprocess.json").write_text(json.dumps(report, indent=1))
+    (out_dir / "preprocess.yaml").write_text(dump(cfg))
+    if store is not None and cached is None and runner.geometry_parts:
+        store.save(input_hash, settings, pose_cache.concat_geometry(runner.geometry_parts), source=source)
+    counts = runner.counts
+    log.info("%d frames: %d with a face, %d held, %d fallback -> %s", counts["frames"], counts["faces"],
+             counts["held"], counts["fallback"], out_dir)
+    if counts["fallback"] or counts["held"]:
+        log.warning("%d frame(s) had no face (held or fallback crops); see %s", len(missing),
+                    out_dir / "preprocess.json")
+    return report

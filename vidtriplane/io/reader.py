@@ -1,0 +1,363 @@
+"""Decode a video (file or stdin) into :class:`~vidtriplane.types.FrameBatch` batches with PyAV.
+
+    with open_video("in.mp4", ReaderConfig()) as reader:
+        for batch in reader.batches(8):          # FrameBatch(meta, index, pts, frames)
+            ...
+            packets = batch.extras["audio_packets"]  # audio demuxed alongside, copied unchanged
+
+* ``source`` is a path or ``"-"`` (the real stdin, never seeked). Self-describing pipe formats (y4m, nut,
+  matroska, mpegts, fragmented or faststart mp4) stream directly; a plain mp4 whose ``moov`` index comes
+  after ``mdat`` is spooled to a temporary file first (it cannot be demuxed without seeking); raw frames
+  need ``ReaderConfig(format="rawvideo", raw_size="WxH", raw_pix_fmt=..., raw_rate=...)``.
+* Exact presentation timestamps are kept (variable frame rate survives), in ``meta.time_base`` units.
+* The display matrix (phone videos) is applied: frames come out in display orientation.
+* Audio packets of the first audio stream are collected while demuxing and handed out with the batch
+  whose frames they precede, so a writer can remux them without a second pass (works for pipes).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO, Iterator, Optional
+
+import numpy as np
+
+from vidtriplane.types import FrameBatch, VideoMeta
+
+log = logging.getLogger(__name__)
+
+#: container formats accepted on stdin without options (``--input-format`` names, ffmpeg demuxer names)
+PIPE_FORMATS = {
+    "y4m": "yuv4mpegpipe",
+    "nut": "nut",
+    "matroska": "matroska",
+    "mkv": "matroska",
+    "webm": "matroska",
+    "mpegts": "mpegts",
+    "ts": "mpegts",
+    "mp4": "mp4",
+    "mov": "mov",
+    "rawvideo": "rawvideo",
+}
+
+
+class InputError(RuntimeError):
+    """The input cannot be read as a video; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """How to open and decode the input."""
+
+    format: Optional[str] = None
+    """Force a container format (y4m, nut, matroska, mpegts, mp4, rawvideo); None = probe."""
+    raw_size: Optional[str] = None
+    """rawvideo only: frame size ``WIDTHxHEIGHT``."""
+    raw_pix_fmt: str = "rgb24"
+    """rawvideo only: pixel format (rgb24, bgr24, yuv420p, gray, ...)."""
+    raw_rate: str = "25"
+    """rawvideo only: frame rate (``25``, ``30000/1001``)."""
+    threads: int = 0
+    """Decoder threads; 0 = FFmpeg's automatic choice (frame + slice threading)."""
+    audio: bool = True
+    """Collect the first audio stream's packets for remuxing."""
+
+
+# --------------------------------------------------------------------------------------------------
+# stdin handling
+
+
+class _PrefixedStream(io.RawIOBase):
+    """A read-only, non-seekable stream that replays ``prefix`` and then continues with ``rest``."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+        self._prefix = memoryview(prefix)
+        self._pos = 0
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # type: ignore[override]
+        n = len(buf)
+        if self._pos < len(self._prefix):
+            chunk = self._prefix[self._pos : self._pos + n]
+            buf[: len(chunk)] = chunk
+            self._pos += len(chunk)
+            return len(chunk)
+        data = self._rest.read(n)
+        if not data:
+            return 0
+        buf[: len(data)] = data
+        return len(data)
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = stream.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+def _mp4_index_position(stream: BinaryIO, head: bytearray) -> str:
+    """Walk top-level ISO-BMFF boxes from a pipe until moov/moof/mdat; bytes read go into ``head``.
+
+    Returns "streamable" (moov or moof before mdat) or "index-at-end" (mdat first).
+    """
+    pos = 0
+    while True:
+        while len(head) < pos + 16:
+            chunk = stream.read(pos + 16 - len(head))
+            if not chunk:
+                return "streamable"  # truncated: let the demuxer report it
+            head += chunk
+        size, kind = struct.unpack(">I4s", bytes(head[pos : pos + 8]))
+        header = 8
+        if size == 1:
+            size = struct.unpack(">Q", bytes(head[pos + 8 : pos + 16]))[0]
+            header = 16
+        if kind in (b"moov", b"moof"):
+            return "streamable"
+        if kind == b"mdat":
+            return "index-at-end"
+        if size == 0 or size < header:
+            return "streamable"
+        need = pos + size
+        if need - len(head) > 0:
+            head += _read_exact(stream, need - len(head))
+        pos = need
+
+
+def _open_stdin(stdin: BinaryIO, cfg: ReaderConfig) -> tuple[BinaryIO | str, Optional[str]]:
+    """Return what ``av.open`` should read (a stream or a spooled temp path) and the temp path to delete."""
+    if cfg.format == "rawvideo":
+        return stdin, None
+    head = bytearray(_read_exact(stdin, 12))
+    if not head:
+        raise InputError("stdin is empty: pipe a video into `vidtriplane render -` (e.g. `... -f nut - |`)")
+    is_mp4 = len(head) >= 8 and head[4:8] in (b"ftyp", b"moov", b"free", b"mdat", b"wide", b"skip")
+    if is_mp4 and _mp4_index_position(stdin, head) == "index-at-end":
+        fd, spool = tempfile.mkstemp(prefix="vidtriplane-stdin-", suffix=".mp4")
+        log.warning("stdin is an mp4 with its index at the end; spooling it to %s before decoding", spool)
+        with os.fdopen(fd, "wb") as f:
+            f.write(head)
+            shutil.copyfileobj(stdin, f, 1 << 20)
+        return spool, spool
+    return io.BufferedReader(_PrefixedStream(bytes(head), stdin), 1 << 16), None
+
+
+# --------------------------------------------------------------------------------------------------
+# the reader
+
+
+def _parse_rate(text: str) -> Fraction:
+    try:
+        rate = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise InputError(f"frame rate {text!r} is not a number like 25 or 30000/1001") from None
+    if rate <= 0:
+        raise InputError(f"frame rate must be positive, got {text!r}")
+    return rate
+
+
+def _rotate(image: np.ndarray, degrees: int) -> np.ndarray:
+    """Rotate counter-clockwise by a multiple of 90 degrees (the display matrix convention)."""
+    k = (round(degrees / 90)) % 4
+    return np.ascontiguousarray(np.rot90(image, k)) if k else image
+
+
+class VideoReader:
+    """An open input video. Use :func:`open_video`; iterate with :meth:`batches`; always close."""
+
+    def __init__(self, source: str | Path, cfg: ReaderConfig = ReaderConfig(), *, stdin: BinaryIO | None = None):
+        import av
+
+        self.cfg = cfg
+        self.source = str(source)
+        self._spool: Optional[str] = None
+        self._container = None
+        label = "stdin" if self.source == "-" else self.source
+        fmt = PIPE_FORMATS.get(cfg.format, cfg.format) if cfg.format else None
+        options: dict[str, str] = {}
+        if fmt == "rawvideo":
+            if not cfg.raw_size:
+                raise InputError("rawvideo input needs its frame size: --raw-size WIDTHxHEIGHT")
+            options = {"video_size": cfg.raw_size, "pixel_format": cfg.raw_pix_fmt,
+                       "framerate": str(_parse_rate(cfg.raw_rate))}
+        if self.source == "-":
+            target, self._spool = _open_stdin(stdin or sys.stdin.buffer, cfg)
+        else:
+            path = Path(self.source)
+            if not path.exists():
+                raise InputError(f"input {path} does not exist")
+            if path.is_dir():
+                raise InputError(f"input {path} is a folder; pass a video file (folders are handled by `render`)")
+            target = str(path)
+        try:
+            self._container = av.open(target, "r", format=fmt, options=options)
+        except av.error.EOFError:
+            self.close()
+            raise InputError(f"cannot read {label}: it ends before any video data (empty or truncated)") from None
+        except av.error.FFmpegError as exc:
+            self.close()
+            hint = ""
+            if self.source == "-":
+                hint = (" On stdin use a self-describing stream (y4m, nut, matroska, mpegts, fragmented mp4)"
+                        " or --input-format rawvideo with --raw-size/--raw-pix-fmt/--raw-rate.")
+            raise InputError(f"cannot read {label} as a video ({exc.strerror or exc}).{hint}") from None
+        except ValueError as exc:  # unknown format name
+            self.close()
+            raise InputError(f"cannot open {label}: {exc}") from None
+        if not self._container.streams.video:
+            self.close()
+            raise InputError(f"{label} has no video stream")
+        self._video = self._container.streams.video[0]
+        self._video.thread_type = "AUTO"
+        if cfg.threads:
+            self._video.codec_context.thread_count = cfg.threads
+        self._audio = self._container.streams.audio[0] if (cfg.audio and self._container.streams.audio) else None
+        self._frames = self._decode()
+        self._pending_audio: list = []
+        try:
+            first = next(self._frames)
+        except StopIteration:
+            self.close()
+            raise InputError(f"{label} has a video stream but no decodable frames") from None
+        self._first = first
+        self.meta = self._make_meta(first, label)
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def audio_stream(self):
+        """The input audio stream whose packets are handed out (a template for the writer), or None."""
+        return self._audio
+
+    def _make_meta(self, first, label: str) -> VideoMeta:
+        stream = self._video
+        rotation = int(getattr(first, "rotation", 0) or 0)
+        width, height = first.width, first.height
+        if round(rotation / 90) % 2:
+            width, height = height, width
+        if self.cfg.format == "rawvideo":
+            fps = _parse_rate(self.cfg.raw_rate)
+        else:
+            fps = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
+        n = stream.frames or None
+        if self.source == "-":
+            n = None
+        return VideoMeta(
+            width=width,
+            height=height,
+            fps=Fraction(fps),
+            time_base=Fraction(stream.time_base) if stream.time_base else Fraction(1, int(fps) or 25),
+            n_frames=n,
+            rotation=rotation % 360,
+            codec=stream.codec_context.name or "",
+            pix_fmt=stream.codec_context.pix_fmt or "",
+            has_audio=self._audio is not None,
+            source=self.source,
+        )
+
+    def _decode(self) -> Iterator:
+        """Demux video + audio packets; yield decoded video frames; stash audio packets."""
+        import av
+
+        streams = [self._video] + ([self._audio] if self._audio is not None else [])
+        try:
+            for packet in self._container.demux(streams):
+                if packet.stream.type == "audio":
+                    if packet.dts is not None and packet.size:
+                        self._pending_audio.append(packet)
+                    continue
+                for frame in packet.decode():
+                    yield frame
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{self.source if self.source != '-' else 'stdin'} is corrupt or truncated "
+                             f"while decoding: {exc.strerror or exc}") from None
+
+    def batches(self, size: int) -> Iterator[FrameBatch]:
+        """Yield FrameBatch(meta, index, pts, frames) of ``size`` frames (the last may be shorter).
+
+        ``extras["audio_packets"]`` holds the audio packets demuxed while decoding that batch.
+        """
+        if size < 1:
+            raise ValueError(f"batch size must be >= 1, got {size}")
+        tb = self.meta.time_base
+        step = max(1, round(1 / (self.meta.fps * tb))) if self.meta.fps and tb else 1
+        frames: list[np.ndarray] = []
+        pts: list[int] = []
+        index = 0
+        last_pts: Optional[int] = None
+        source = self._chain_first()
+        for frame in source:
+            p = frame.pts
+            if p is None:
+                p = (last_pts + step) if last_pts is not None else 0
+            last_pts = p
+            image = frame.to_ndarray(format="rgb24")
+            rotation = int(getattr(frame, "rotation", 0) or 0)
+            frames.append(_rotate(image, rotation))
+            pts.append(int(p))
+            if len(frames) == size:
+                yield self._make_batch(index, pts, frames)
+                index += len(frames)
+                frames, pts = [], []
+        if frames:
+            yield self._make_batch(index, pts, frames)
+
+    def _chain_first(self) -> Iterator:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        yield from self._frames
+
+    def _make_batch(self, start: int, pts: list[int], frames: list[np.ndarray]) -> FrameBatch:
+        audio, self._pending_audio = self._pending_audio, []
+        shapes = {f.shape for f in frames}
+        if len(shapes) != 1:
+            raise InputError(f"{self.source}: the frame size changes mid-stream ({sorted(shapes)}); "
+                             "re-encode it to one size first")
+        return FrameBatch(
+            meta=self.meta,
+            index=np.arange(start, start + len(frames), dtype=np.int64),
+            pts=np.asarray(pts, dtype=np.int64),
+            frames=np.stack(frames),
+            extras={"audio_packets": audio},
+        )
+
+    def remaining_audio(self) -> list:
+        """Audio packets demuxed after the last video frame (call once the batches are exhausted)."""
+        audio, self._pending_audio = self._pending_audio, []
+        return audio
+
+    # ----------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the container and delete a stdin spool file; safe to call twice."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        if self._spool is not None:
+            Path(self._spool).unlink(missing_ok=True)
+            self._spool = None
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_video(source: str | Path, cfg: ReaderConfig = ReaderConfig(), *, stdin: BinaryIO | None = None) -> VideoReader:
+    """Open ``source`` (a path or ``"-"``) for decoding; raises :class:`InputError` with a clear message."""
+    return VideoReader(source, cfg, stdin=stdin)

@@ -1,0 +1,226 @@
+"""Face detection + 68 landmarks, with cheap tracking between key frames and one kept main face.
+
+Default backend: dlib's HOG frontal face detector and the 68-point shape predictor shipped by the PyPI
+package ``face-recognition-models`` (iBUG 300-W point order, 0-based). Other backends implement
+:class:`FaceBackend` (``detect`` + ``landmarks``) and plug into the same tracker.
+
+Per frame:
+1. While a face is tracked, run the detector only on a region around the previous face, rescaled so that
+   the face is about ``track_face_px`` pixels wide (cheap, and it also finds small faces). Of the faces
+   found there, keep the one that overlaps the previous face most.
+2. Otherwise (first frame, face lost, or every ``detect_every`` frames when that is > 0) detect on the
+   whole frame, downscaled to at most ``detect_max_side`` pixels. With no tracked face, the largest face
+   (box width + height as in the official MTCNN step, weighted by confidence) becomes the main face;
+   with one, the detection that overlaps it most is kept, so a second face that grows larger does not
+   steal the track.
+3. The 68 points come from the predictor on the full-resolution grey image inside the detector box.
+
+A frame without a face gets NaN landmarks, ``face_found = False`` and confidence 0. Confidence is
+``sigmoid(3 * hog_score)`` (dlib's detection threshold, score 0, maps to 0.5).
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from dataclasses import dataclass, replace
+from typing import Literal, Optional, Protocol
+
+import cv2
+import numpy as np
+
+from vidtriplane.types import FrameBatch
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+
+
+@dataclass(frozen=True)
+class LandmarkConfig:
+    """Face detection and landmark settings."""
+
+    backend: Literal["dlib"] = "dlib"
+    """Detector + landmark backend ('dlib': HOG detector and 68-point predictor, offline)."""
+    detect_max_side: int = 960
+    """Whole-frame detection runs on the frame downscaled to at most this many pixels on its long side.
+    The HOG detector finds faces of about 80 px and up at that scale; raise it (or ``upsample``) for tiny faces."""
+    upsample: int = 0
+    """dlib upsampling steps for whole-frame detection (each doubles the cost x4 and halves the minimum face)."""
+    detect_every: int = 0
+    """Also re-detect on the whole frame every this many frames while tracking (0 = only when the track is lost)."""
+    track_face_px: int = 110
+    """While tracking, the search region is rescaled so that the face is about this wide."""
+    track_margin: float = 0.6
+    """Search region around the previous face box, as a fraction of its size on each side."""
+    min_confidence: float = 0.5
+    """Detections below this confidence (sigmoid(3 * dlib score)) count as no face."""
+    predictor_path: str = ""
+    """68-point predictor .dat file; empty = the one from the face-recognition-models package."""
+
+
+@dataclass(frozen=True)
+class LandmarkState:
+    """What the tracker carries from one frame (and batch) to the next."""
+
+    box: Optional[Box] = None
+    """Detector box of the main face in the last frame it was seen (None before the first face)."""
+    tracking: bool = False
+    """The main face was found in the previous frame."""
+    since_detect: int = 0
+    """Frames since the last whole-frame detection."""
+
+
+class FaceBackend(Protocol):
+    """A face detector + 68-point landmark model."""
+
+    def detect(self, gray: np.ndarray, upsample: int = 0) -> list[tuple[Box, float]]:
+        """Faces in a grey uint8 image: (box, dlib-like score) pairs."""
+
+    def landmarks(self, gray: np.ndarray, box: Box) -> np.ndarray:
+        """68 points [68, 2] float32 for the face in ``box``."""
+
+
+def default_predictor_path() -> str:
+    """The 68-point predictor of ``face-recognition-models`` (found without importing the package,
+    whose ``__init__`` needs ``pkg_resources``)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the dlib landmark model is missing: pip install dlib-bin face-recognition-models "
+            "(or set landmarks.predictor_path to a shape_predictor_68_face_landmarks.dat file)"
+        )
+    return os.path.join(list(spec.submodule_search_locations)[0], "models", "shape_predictor_68_face_landmarks.dat")
+
+
+class DlibBackend:
+    """dlib HOG face detector + 68-point shape predictor."""
+
+    def __init__(self, predictor, detector) -> None:
+        self.predictor = predictor
+        self.detector = detector
+
+    def detect(self, gray: np.ndarray, upsample: int = 0) -> list[tuple[Box, float]]:
+        rects, scores, _ = self.detector.run(np.ascontiguousarray(gray), upsample, -0.5)
+        return [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
+
+    def landmarks(self, gray: np.ndarray, box: Box) -> np.ndarray:
+        import dlib
+
+        rect = dlib.rectangle(*(int(round(v)) for v in box))
+        shape = self.predictor(np.ascontiguousarray(gray), rect)
+        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+
+
+def load_backend(cfg: LandmarkConfig = LandmarkConfig()) -> FaceBackend:
+    """Build the configured backend (reads the predictor file once)."""
+    if cfg.backend != "dlib":
+        raise ValueError(f"unknown landmark backend {cfg.backend!r}; available: dlib")
+    try:
+        import dlib
+    except ImportError:
+        raise RuntimeError("face landmarks need dlib: pip install dlib-bin face-recognition-models") from None
+    path = cfg.predictor_path or default_predictor_path()
+    if not os.path.isfile(path):
+        raise RuntimeError(f"landmark model {path} does not exist; pip install face-recognition-models")
+    return DlibBackend(dlib.shape_predictor(path), dlib.get_frontal_face_detector())
+
+
+def to_gray(frame: np.ndarray) -> np.ndarray:
+    """RGB [H, W, 3], grey [H, W] or [H, W, 1] uint8 -> grey [H, W] uint8."""
+    if frame.ndim == 2:
+        return np.ascontiguousarray(frame)
+    if frame.shape[-1] == 1:
+        return np.ascontiguousarray(frame[..., 0])
+    return cv2.cvtColor(np.ascontiguousarray(frame[..., :3]), cv2.COLOR_RGB2GRAY)
+
+
+def confidence_of(score: float) -> float:
+    """dlib HOG score -> (0, 1) confidence."""
+    return 1.0 / (1.0 + math.exp(-3.0 * score))
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _scaled(box: Box, k: float, dx: float = 0.0, dy: float = 0.0) -> Box:
+    return (box[0] / k + dx, box[1] / k + dy, box[2] / k + dx, box[3] / k + dy)
+
+
+def _detect_full(gray: np.ndarray, backend: FaceBackend, cfg: LandmarkConfig) -> list[tuple[Box, float]]:
+    h, w = gray.shape
+    k = min(1.0, cfg.detect_max_side / max(h, w))
+    if k < 1.0:
+        gray = cv2.resize(gray, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+    small = gray
+    return [(_scaled(b, k), s) for b, s in backend.detect(small, cfg.upsample)]
+
+
+def _detect_near(gray: np.ndarray, box: Box, backend: FaceBackend, cfg: LandmarkConfig) -> list[tuple[Box, float]]:
+    """Detect in a rescaled search region around ``box``."""
+    h, w = gray.shape
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    m = cfg.track_margin
+    x0, y0 = max(0, int(box[0] - m * bw)), max(0, int(box[1] - m * bh))
+    x1, y1 = min(w, int(math.ceil(box[2] + m * bw))), min(h, int(math.ceil(box[3] + m * bh)))
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return []
+    k = cfg.track_face_px / max(bw, 1.0)
+    roi = gray[y0:y1, x0:x1]
+    size = (max(1, round((x1 - x0) * k)), max(1, round((y1 - y0) * k)))
+    roi = cv2.resize(roi, size, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+    return [(_scaled(b, k, x0, y0), s) for b, s in backend.detect(roi, 0)]
+
+
+def _pick(faces: list[tuple[Box, float]], prev: Optional[Box], cfg: LandmarkConfig) -> Optional[tuple[Box, float]]:
+    faces = [f for f in faces if confidence_of(f[1]) >= cfg.min_confidence]
+    if not faces:
+        return None
+    if prev is None:
+        # the official step keeps the largest box; weighting by confidence skips large weak false positives
+        return max(faces, key=lambda f: ((f[0][2] - f[0][0]) + (f[0][3] - f[0][1])) * confidence_of(f[1]))
+    best = max(faces, key=lambda f: _iou(f[0], prev))
+    if _iou(best[0], prev) > 0.2:
+        return best
+    return None
+
+
+def track_frame(
+    frame: np.ndarray, state: LandmarkState, backend: FaceBackend, cfg: LandmarkConfig
+) -> tuple[np.ndarray, float, LandmarkState]:
+    """Landmarks [68, 2] (NaN when no face), confidence and the new state for one frame."""
+    gray = to_gray(frame)
+    found = None
+    full = False
+    if state.tracking and state.box is not None and not (cfg.detect_every and state.since_detect >= cfg.detect_every):
+        found = _pick(_detect_near(gray, state.box, backend, cfg), state.box, cfg)
+    if found is None:
+        full = True
+        faces = _detect_full(gray, backend, cfg)
+        # keep following the main face when it is visible; otherwise the largest face becomes the main face
+        found = _pick(faces, state.box, cfg) if state.tracking else None
+        if found is None:
+            found = _pick(faces, None, cfg)
+    if found is None:
+        nan = np.full((68, 2), np.nan, dtype=np.float32)
+        return nan, 0.0, replace(state, tracking=False, since_detect=0)
+    box, score = found
+    points = backend.landmarks(gray, box)
+    new_state = LandmarkState(box=box, tracking=True, since_detect=0 if full else state.since_detect + 1)
+    return points, confidence_of(score), new_state
+
+
+def apply(
+    batch: FrameBatch, state: LandmarkState, backend: FaceBackend, cfg: LandmarkConfig = LandmarkConfig()
+) -> tuple[FrameBatch, LandmarkState]:
+    """Add ``landmarks`` [N, 68, 2], ``face_found`` [N] and ``confidence`` [N] to the batch."""
+    n = len(batch)
+    lms = np.full((n, 68, 2), np.nan, dtype=np.float32)
+    conf = np.zeros(n, dtype=np.float32)
+    for i in range(n):
+        lms[i], conf[i], state = track_frame(batch.frames[i], state, backend, cfg)
+    found = np.isfinite(lms).all(axis=(1, 2))
+    return batch.with_fields(landmarks=lms, face_found=found, confidence=conf), state
