@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8,16")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 for the timings (parity always runs without)")
     args = ap.parse_args()
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -107,6 +108,10 @@ def main() -> None:
     print(json.dumps(parity, indent=1), flush=True)
 
     # 2. one 512 render, 96/96
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.backends.cudnn.benchmark = True
+    report["tf32"] = args.tf32
     synth = {}
     for batch in (1, 8):
         wsb = ws[:1].expand(batch, -1, -1).contiguous()

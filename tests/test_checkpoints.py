@@ -219,3 +219,16 @@ def test_full_size_v1_checkpoint_loads_with_official_defaults(tmp_path):
     key = "psp_encoder.styles.13.convs.10.weight"
     assert torch.equal(net.state_dict()[key], sd[key])
     assert net.latent_avg.shape == (14, 512)
+
+
+def test_converted_nvidia_pickle_loads_like_the_pth(tmp_path):
+    """`weights import eg3d-ffhq512-128-pkl` stores safetensors + JSON; load_eg3d reads that pair too."""
+    from vidtriplane.weights.pickle_safe import ExtractedNetwork, save_converted
+
+    G = EG3DGenerator(EG3DConfig())
+    sd = _random_state(G, 3)
+    dest = tmp_path / "ffhq512-128.safetensors"
+    save_converted(ExtractedNetwork(state_dict=sd, config={"class_name": "TriPlaneGenerator", "init_kwargs": FFHQ_INIT_KWARGS}), dest)
+    G2, latent_avg = load_eg3d(dest)
+    assert all(torch.equal(G2.state_dict()[k], v) for k, v in sd.items())
+    assert torch.equal(latent_avg, sd["backbone.mapping.w_avg"])

@@ -18,8 +18,8 @@ from vidtriplane.stages import invert as invert_stage
 from vidtriplane.stages import render as render_stage
 
 # as small and fast as the tiny model goes; one torch thread (the test machine has 2 busy cores)
-FAST = ["runtime.torch_threads=1", "render.depth_samples=4", "render.importance_samples=4",
-        "render.neural_rendering_resolution=16", "render.size=64", "composite.tile=64",
+FAST = ["runtime.device=cpu", "runtime.torch_threads=1", "render.depth_samples=4",
+        "render.importance_samples=4", "render.neural_rendering_resolution=16", "render.size=64", "composite.tile=64",
         "output.preset=ultrafast", "runtime.cpu_batch_size=3"]
 
 
@@ -184,7 +184,8 @@ def test_face_preprocessing_and_pose_cache(tmp_path, monkeypatch):
 
     from vidtriplane.stages import preprocess
 
-    spec = importlib.util.spec_from_file_location("make_sample", Path(__file__).parents[1] / "samples" / "make_sample.py")
+    script = Path(__file__).parents[1] / "samples" / "make_sample.py"
+    spec = importlib.util.spec_from_file_location("make_sample", script)
     sample = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sample)
     src = sample.make_sample(tmp_path / "face.mp4", seconds=0.16, size=384)  # 4 frames
@@ -213,3 +214,13 @@ def test_full_size_model_two_frames(tmp_path):
     report = render_video(src, tmp_path / "out.mp4", load_models(cfg), cfg, progress=False)
     info = probe(tmp_path / "out.mp4")
     assert report.frames == info["n"] == 2 and info["size"] == (512, 512) and info["has_audio"]
+
+
+@pytest.mark.gpu
+def test_cuda_auto_batch_and_render(tmp_path, clip):
+    cfg = tiny_cfg("runtime.device=cuda", "runtime.batch_size=0")
+    gpu_models = load_models(cfg)
+    size = choose_batch_size(cfg, gpu_models.device)
+    assert 1 <= size <= cfg.runtime.max_batch_size
+    report = render_video(clip[0], tmp_path / "gpu.mkv", gpu_models, cfg, progress=False)
+    assert report.frames == probe(tmp_path / "gpu.mkv")["n"] == 5 and report.device.startswith("cuda")

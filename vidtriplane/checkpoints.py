@@ -149,7 +149,13 @@ def eg3d_config_from_init_kwargs(init_kwargs: Mapping[str, Any]) -> EG3DConfig:
 def read_eg3d_checkpoint(path: PathLike) -> EG3DCheckpoint:
     """Read and validate the layout of an EG3D torch file (no model is built)."""
     path = Path(path)
-    obj = read_torch_file(path, kind="EG3D")
+    if path.suffix == ".safetensors":
+        # NVIDIA's .pkl after `vidtriplane weights import eg3d-ffhq512-128-pkl` (tensors + JSON config)
+        from vidtriplane.weights.pickle_safe import converted_as_eg3d_pth
+
+        obj = converted_as_eg3d_pth(path)
+    else:
+        obj = read_torch_file(path, kind="EG3D")
     _require(obj, ("G_ema", "init_kwargs", "latent_avg"), path, "EG3D")
     sd = _tensor_dict(obj["G_ema"], path, "'G_ema'")
     if not isinstance(obj["init_kwargs"], Mapping):

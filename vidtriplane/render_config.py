@@ -20,8 +20,11 @@ from vidtriplane.stages.aligned import AlignedConfig
 from vidtriplane.stages.preprocess import PreprocessConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "configs"
-PIPELINE_DIR = REPO_ROOT / "pipelines"
+# A checkout (editable install) reads the top-level folders; an installed wheel carries copies under
+# vidtriplane/_presets (symbolic links in the repository, resolved to files when the wheel is built).
+_PRESETS = Path(__file__).resolve().parent / "_presets"
+CONFIG_DIR = REPO_ROOT / "configs" if (REPO_ROOT / "configs").is_dir() else _PRESETS / "configs"
+PIPELINE_DIR = REPO_ROOT / "pipelines" if (REPO_ROOT / "pipelines").is_dir() else _PRESETS / "pipelines"
 
 #: stage names a pipeline definition may list, in the only order data can flow
 STAGES = ("preprocess", "aligned", "invert", "render", "composite")

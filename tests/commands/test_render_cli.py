@@ -19,7 +19,7 @@ from tests.io.media import make_video, pattern, probe, video_bytes
 from vidtriplane.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--pipeline", "aligned", "--config", "generated-tiny", "-q",
+TINY = ["--pipeline", "aligned", "--config", "generated-tiny", "-q", "--device", "cpu",
         "--set", "runtime.torch_threads=1", "--set", "render.depth_samples=4",
         "--set", "render.importance_samples=4", "--set", "render.neural_rendering_resolution=16",
         "--set", "render.size=64", "--set", "composite.tile=64", "--set", "output.preset=ultrafast"]
@@ -151,6 +151,8 @@ def test_folder_killed_then_resumed(tmp_path):
         ("same_file", "the output is the input"),
         ("exists", "--overwrite"),
         ("bad_set", "unknown config key"),
+        ("views_to_stdout", "cannot go to stdout"),
+        ("folder_to_file", "must be a folder"),
     ],
 )
 def test_clear_errors(tmp_path, clip, case, message):
@@ -186,6 +188,10 @@ def test_clear_errors(tmp_path, clip, case, message):
         Path(out).write_bytes(b"old")
     elif case == "bad_set":
         extra = ["--set", "render.nope=1"]
+    elif case == "views_to_stdout":
+        out, extra = "-", ["--format", "nut", "--yaw", "0.2", "--yaw", "-0.2", "--layout", "crop", "--separate-views"]
+    elif case == "folder_to_file":
+        src = str(clip.parent)
     result = run_cli(src, "-o", out, *extra, *TINY)
     assert result.exit_code != 0
     assert message in result.stderr, result.stderr

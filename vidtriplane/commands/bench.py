@@ -102,7 +102,7 @@ def command(model_size: str, batch_sizes: str, samples: str, iters: int, cttr: b
 
     import torch
 
-    from vidtriplane.commands.render import setup_logging
+    from vidtriplane.commands.common import setup_logging
     from vidtriplane.pipeline import load_models, render_video
     from vidtriplane.render_config import resolve_config
 

@@ -3,24 +3,16 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import click
 
+from vidtriplane.commands.common import setup_logging
+
 log = logging.getLogger("vidtriplane")
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def _setup_logging(quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("vidtriplane: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING if quiet else logging.INFO)
-    logging.getLogger("libav").setLevel(logging.ERROR)
 
 
 def resolve_config(config: Optional[str], sets: tuple[str, ...], matting: Optional[bool], official: bool):
@@ -112,7 +104,7 @@ def command(input: str, output: str, config, sets, matting, official, mirror, ba
     """
     from vidtriplane.config import ConfigError, dump
 
-    _setup_logging(quiet)
+    setup_logging(quiet)
     try:
         cfg = resolve_config(config, sets, matting, official)
     except ConfigError as exc:

@@ -9,20 +9,12 @@ from typing import Any, Optional
 
 import click
 
+from vidtriplane.commands.common import setup_logging
+
 log = logging.getLogger("vidtriplane")
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".nut", ".ts", ".y4m", ".mpg", ".mpeg",
                     ".flv", ".wmv", ".3gp"}
-
-
-def setup_logging(quiet: bool) -> None:
-    """Everything the command says goes to stderr (stdout may carry video)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("vidtriplane: %(levelname)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING if quiet else logging.INFO)
-    logging.getLogger("libav").setLevel(logging.ERROR)
 
 
 def _terminate(signum, frame) -> None:  # SIGTERM -> SystemExit so that `finally` removes temp files
@@ -107,7 +99,7 @@ def plan_jobs(src: str, dst: str, *, recursive: bool, fmt: Optional[str]) -> lis
     if dst == "-":
         raise click.ClickException("a folder of videos cannot be written to stdout; give an output folder")
     out_dir = Path(dst)
-    if out_dir.exists() and not out_dir.is_dir():
+    if (out_dir.exists() and not out_dir.is_dir()) or (not out_dir.exists() and out_dir.suffix.lower() in EXTENSIONS):
         raise click.ClickException(f"input {src} is a folder, so the output must be a folder, but {dst} is a file")
     ext = {v: k for k, v in EXTENSIONS.items() if k not in (".m4v", ".raw")}.get(
         ALIASES.get(fmt, fmt) if fmt else "mp4", ".mp4")
@@ -136,8 +128,10 @@ def plan_jobs(src: str, dst: str, *, recursive: bool, fmt: Optional[str]) -> lis
               help="Output file, folder (for a folder INPUT; mirrors its tree) or - for stdout.")
 @click.option("--pipeline", default="default", show_default=True,
               help="Named pipeline in pipelines/ (default, aligned, ...) or a .yaml path.")
-@click.option("--config", "configs", multiple=True, metavar="YAML", help="Preset name in configs/ or a YAML file (repeatable).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config key, e.g. render.depth_samples=48.")
+@click.option("--config", "configs", multiple=True, metavar="YAML",
+              help="Preset name in configs/ or a YAML file (repeatable).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any config key, e.g. render.depth_samples=48.")
 @click.option("--yaw", type=float, multiple=True, help="Novel-camera yaw in radians (repeat for several views).")
 @click.option("--pitch", type=float, multiple=True, help="Novel-camera pitch in radians.")
 @click.option("--camera", type=click.Choice(["absolute", "relative", "sway", "orbit"]), default=None,
@@ -151,11 +145,14 @@ def plan_jobs(src: str, dst: str, *, recursive: bool, fmt: Optional[str]) -> lis
 @click.option("--batch-size", type=click.IntRange(0, 1024), default=None, help="Frames per device batch [auto].")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:1 [auto].")
 @click.option("--weights", type=click.Choice(["registry", "generated"]), default=None,
-              help="registry: official checkpoints; generated: random weights for tests/benchmarks (meaningless output).")
-@click.option("--model-size", type=click.Choice(["full", "tiny"]), default=None, help="tiny: plumbing tests (generated weights).")
+              help="registry: official checkpoints; generated: random weights for tests/benchmarks "
+                   "(meaningless output).")
+@click.option("--model-size", type=click.Choice(["full", "tiny"]), default=None,
+              help="tiny: plumbing tests (generated weights).")
 @click.option("-f", "--format", "fmt", default=None,
               help="Output container: mp4, mkv, nut, mpegts, y4m, rawvideo, mov (required for -o -).")
-@click.option("--input-format", default=None, help="Force the input container (y4m, nut, matroska, mpegts, mp4, rawvideo).")
+@click.option("--input-format", default=None,
+              help="Force the input container (y4m, nut, matroska, mpegts, mp4, rawvideo).")
 @click.option("--raw-size", default=None, metavar="WxH", help="rawvideo input: frame size.")
 @click.option("--raw-pix-fmt", default=None, help="rawvideo input: pixel format [rgb24].")
 @click.option("--raw-rate", default=None, help="rawvideo input: frame rate [25].")
@@ -188,11 +185,14 @@ def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrid
         raise click.ClickException(str(exc)) from None
     jobs = plan_jobs(src, dst, recursive=recursive, fmt=cfg.output.format)
     from vidtriplane.io.writer import OutputError, resolve_format
+    from vidtriplane.pipeline import PipelineError, output_targets
+    from vidtriplane.stages.composite import output_names
 
     try:
         for _, out in jobs:
             resolve_format(out, cfg.output)
-    except OutputError as exc:
+            output_targets(out, output_names(cfg.composite, cfg.render))
+    except (OutputError, PipelineError) as exc:
         raise click.ClickException(str(exc)) from None
     if dry_run:
         click.echo(dump(cfg), nl=False)
