@@ -104,6 +104,14 @@ def main() -> None:
     if not args.skip_cpu:
         parity["cuda_vs_cpu_image_max_err"] = (out.image.cpu() - out_cpu.image).abs().max().item()
         parity["cuda_vs_cpu_depth_max_err"] = (out.image_depth.cpu() - out_cpu.image_depth).abs().max().item()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    out_tf32 = G.synthesis(G.mapping(z.to(device), c.to(device)), c.to(device))
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    diff = (out_tf32.image - out.image).abs()
+    parity["tf32_vs_fp32_image_max_8bit_levels"] = diff.max().item() * 127.5
+    parity["tf32_vs_fp32_image_mean_8bit_levels"] = diff.mean().item() * 127.5
     report["parity_cuda"] = parity
     print(json.dumps(parity, indent=1), flush=True)
 

@@ -232,3 +232,34 @@ def test_converted_nvidia_pickle_loads_like_the_pth(tmp_path):
     G2, latent_avg = load_eg3d(dest)
     assert all(torch.equal(G2.state_dict()[k], v) for k, v in sd.items())
     assert torch.equal(latent_avg, sd["backbone.mapping.w_avg"])
+
+
+def test_easydict_init_kwargs_load_as_plain_dicts(tmp_path, monkeypatch):
+    """EG3D .pth files may pickle init_kwargs as dnnlib EasyDicts: they load as plain dicts, no code runs."""
+    import sys
+    import types
+
+    dnnlib = types.ModuleType("dnnlib")
+    util = types.ModuleType("dnnlib.util")
+
+    class EasyDict(dict):
+        def __getattr__(self, name):
+            return self[name]
+
+    EasyDict.__module__ = "dnnlib.util"
+    EasyDict.__qualname__ = "EasyDict"
+    util.EasyDict = EasyDict
+    dnnlib.util = util
+    monkeypatch.setitem(sys.modules, "dnnlib", dnnlib)
+    monkeypatch.setitem(sys.modules, "dnnlib.util", util)
+    kwargs = EasyDict(FFHQ_INIT_KWARGS)
+    for key, value in FFHQ_INIT_KWARGS.items():
+        if isinstance(value, dict):
+            kwargs[key] = EasyDict(value)
+    G = EG3DGenerator(EG3DConfig.tiny())
+    path = tmp_path / "eg3d.pth"
+    torch.save({"G_ema": G.state_dict(), "init_kwargs": kwargs, "latent_avg": torch.zeros(512)}, path)
+    monkeypatch.delitem(sys.modules, "dnnlib")
+    monkeypatch.delitem(sys.modules, "dnnlib.util")
+    ckpt = read_eg3d_checkpoint(path)
+    assert ckpt.config == EG3DConfig()

@@ -49,13 +49,35 @@ class CheckpointError(ValueError):
 # Reading files
 
 
+class _EasyDictAsDict:
+    """Stand-in for ``dnnlib.EasyDict`` (a dict subclass in NVIDIA's code) that builds a plain dict.
+
+    EG3D-derived .pth files may store ``init_kwargs`` as EasyDicts; ``weights_only`` loading refuses
+    unknown globals, so this one name is mapped to a plain dict (no code from the file runs)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> dict:
+        return {}
+
+
+_PLAIN_CONTAINERS = [(_EasyDictAsDict, "dnnlib.util.EasyDict"), (_EasyDictAsDict, "dnnlib.EasyDict")]
+
+
+def torch_load_weights_only(path: PathLike, *, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, also accepting NVIDIA's ``EasyDict`` as a dict."""
+    safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    if safe_globals is None:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    with safe_globals(_PLAIN_CONTAINERS):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
 def read_torch_file(path: PathLike, *, kind: str) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` on the CPU; the top level must be a dict."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{kind} file {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch_load_weights_only(path)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         found = (re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)

@@ -65,6 +65,10 @@ def load_models(cfg: PipelineConfig) -> Models:
     device = invert.resolve_device(cfg.runtime.device)
     if cfg.runtime.torch_threads:
         torch.set_num_threads(cfg.runtime.torch_threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg.runtime.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.runtime.tf32
+        torch.backends.cudnn.benchmark = True  # fixed frame shapes: let cuDNN pick its fastest kernels
     if device.type == "cpu":
         log.warning("running on the CPU: expect seconds per frame with the full-size model "
                     "(a CUDA GPU is 100x faster)")

@@ -80,3 +80,19 @@ def test_stage_functions_over_a_batch(backend):
     assert batch.crops.shape == (2, 512, 512, 3) and batch.crops[1].max() == 0
     assert np.isfinite(batch.labels).all() and batch.labels.shape == (2, 25)
     np.testing.assert_allclose(batch.labels[1], pose.frontal_label())
+
+
+def test_cnn_backend_agrees_with_hog_on_a_real_face(backend):
+    cfg = lmk.LandmarkConfig(backend="dlib-cnn", detect_max_side=384)
+    cnn = lmk.load_backend(cfg)
+    (hog_pts, _), = _run([astronaut()], backend)
+    (cnn_pts, cnn_conf), = _run([astronaut()], cnn, cfg)
+    assert cnn_conf > 0.5
+    # same face, same predictor: the eye centres agree within a few pixels
+    for eye in (slice(36, 42), slice(42, 48)):
+        assert np.linalg.norm(cnn_pts[eye].mean(0) - hog_pts[eye].mean(0)) < 6.0
+
+
+def test_unknown_backend_is_named():
+    with pytest.raises(ValueError, match="dlib-cnn"):
+        lmk.load_backend(lmk.LandmarkConfig(backend="mediapipe"))

