@@ -148,7 +148,8 @@ def plan_jobs(src: str, dst: str, *, recursive: bool, fmt: Optional[str]) -> lis
               help="registry: official checkpoints; generated: random weights for tests/benchmarks "
                    "(meaningless output).")
 @click.option("--model-size", type=click.Choice(["full", "tiny"]), default=None,
-              help="tiny: plumbing tests (generated weights).")
+              help="tiny: plumbing tests (generated weights). Render settings stay as configured: "
+                   "`--config generated-tiny` gives the matching fast ones (12/12 samples, 32 px rays).")
 @click.option("-f", "--format", "fmt", default=None,
               help="Output container: mp4, mkv, nut, mpegts, y4m, rawvideo, mov (required for -o -).")
 @click.option("--input-format", default=None,
