@@ -7,8 +7,8 @@ changing the video or any landmark / crop / pose / smoothing setting misses (a s
 read: the JSON is checked against both on load). Re-rendering another view of the same video therefore
 skips face detection and pose estimation entirely.
 
-The cache directory is ``$VIDTRIPLANE_CACHE/poses``, else ``$XDG_CACHE_HOME/vidtriplane/poses``, else
-``~/.cache/vidtriplane/poses``.
+The cache directory is ``$VIDTRIPLANE_CACHE/poses``, else ``poses/`` in the weight cache's root
+(``$VIDTRIPLANE_HOME``, else ``$XDG_CACHE_HOME/vidtriplane``, else ``~/.cache/vidtriplane``).
 """
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 
+from vidtriplane.weights.store import atomic_write_text, cache_dir, sha256_file
+
 CACHE_VERSION = 1
-_CHUNK = 1 << 20
 
 
 def default_cache_dir() -> Path:
@@ -30,9 +31,7 @@ def default_cache_dir() -> Path:
     root = os.environ.get("VIDTRIPLANE_CACHE")
     if root:
         return Path(root) / "poses"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "vidtriplane" / "poses"
+    return cache_dir() / "poses"
 
 
 def hash_bytes(data: bytes) -> str:
@@ -42,11 +41,7 @@ def hash_bytes(data: bytes) -> str:
 
 def hash_file(path: str | Path) -> str:
     """sha256 hex digest of a file's content (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(Path(path))
 
 
 def hash_files(paths: Iterable[str | Path]) -> str:
@@ -122,9 +117,7 @@ class PoseCache:
             "fields": sorted(arrays),
             **info,
         }
-        tmp_meta = meta_path.with_suffix(".json.tmp")
-        tmp_meta.write_text(json.dumps(meta, indent=1, default=str))
-        os.replace(tmp_meta, meta_path)
+        atomic_write_text(meta_path, json.dumps(meta, indent=1, default=str))
         return npz
 
 
