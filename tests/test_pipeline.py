@@ -13,7 +13,7 @@ from vidtriplane.io.reader import InputError
 from vidtriplane.io.writer import partial_path
 from vidtriplane.pipeline import (OutOfMemory, PipelineError, choose_batch_size, load_models, output_targets,
                                   render_video)
-from vidtriplane.render_config import resolve_config
+from vidtriplane.config import resolve
 from vidtriplane.stages import invert as invert_stage
 from vidtriplane.stages import render as render_stage
 
@@ -24,7 +24,7 @@ FAST = ["runtime.device=cpu", "runtime.torch_threads=1", "render.depth_samples=4
 
 
 def tiny_cfg(*overrides: str):
-    return resolve_config(pipeline="aligned", config_files=["generated-tiny"], overrides=[*FAST, *overrides])
+    return resolve("render", pipeline="aligned", configs=["generated-tiny"], overrides=[*FAST, *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_batch_size_choice():
 
 def test_view_cameras():
     from vidtriplane.geometry.camera import lookat_label, yaw_pitch
-    from vidtriplane.render_config import ViewConfig
+    from vidtriplane.config.render import ViewConfig
 
     labels = lookat_label(torch.tensor([0.1, -0.2]), torch.tensor([0.05, 0.0]))
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
@@ -144,7 +144,7 @@ def test_view_cameras():
 
 
 def test_generated_weights_are_deterministic():
-    from vidtriplane.render_config import ModelConfig
+    from vidtriplane.config.render import ModelConfig
 
     a = invert_stage.build_generated(ModelConfig(weights="generated", size="tiny", seed=3))
     b = invert_stage.build_generated(ModelConfig(weights="generated", size="tiny", seed=3))
@@ -190,7 +190,7 @@ def test_face_preprocessing_and_pose_cache(tmp_path, monkeypatch):
     spec.loader.exec_module(sample)
     src = sample.make_sample(tmp_path / "face.mp4", seconds=0.16, size=384)  # 4 frames
     monkeypatch.setenv("VIDTRIPLANE_CACHE", str(tmp_path / "cache"))
-    cfg = resolve_config(pipeline="default", config_files=["generated-tiny"],
+    cfg = resolve("render", pipeline="default", configs=["generated-tiny"],
                          overrides=[*FAST, "composite.layout=paste"])
     models = load_models(cfg)
     first = render_video(src, tmp_path / "a.mp4", models, cfg, progress=False)
@@ -208,7 +208,7 @@ def test_full_size_model_two_frames(tmp_path):
     """The official-size architecture (generated weights) through the whole pipeline on 2 frames."""
     src = tmp_path / "two.mp4"
     make_video(src, n_frames=2, width=96, height=96)
-    cfg = resolve_config(pipeline="aligned", overrides=[
+    cfg = resolve("render", pipeline="aligned", overrides=[
         "model.weights=generated", "composite.layout=crop", "render.depth_samples=24",
         "render.importance_samples=24", "runtime.batch_size=2", "output.preset=ultrafast"])
     report = render_video(src, tmp_path / "out.mp4", load_models(cfg), cfg, progress=False)

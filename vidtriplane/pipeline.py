@@ -30,7 +30,7 @@ import torch
 
 from vidtriplane.io.reader import open_video
 from vidtriplane.io.writer import VideoWriter
-from vidtriplane.render_config import PipelineConfig
+from vidtriplane.config.render import PipelineConfig
 from vidtriplane.stages import aligned, composite, invert, render
 from vidtriplane.types import FrameBatch
 

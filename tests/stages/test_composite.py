@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.io.media import pattern
-from vidtriplane.render_config import CompositeConfig, RenderConfig, ViewConfig
+from vidtriplane.config.render import CompositeConfig, RenderConfig, ViewConfig
 from vidtriplane.stages import aligned, composite
 from vidtriplane.types import FrameBatch, VideoMeta
 

@@ -14,7 +14,7 @@ from vidtriplane.config import dump
 from vidtriplane.io.reader import InputError
 from vidtriplane.io.writer import OutputError
 from vidtriplane.pipeline import OutOfMemory, PipelineError, RunReport, load_models, output_targets, render_video
-from vidtriplane.render_config import PipelineConfig
+from vidtriplane.config.render import PipelineConfig
 from vidtriplane.stages.composite import output_names
 
 log = logging.getLogger("vidtriplane")

@@ -104,7 +104,7 @@ def command(model_size: str, batch_sizes: str, samples: str, iters: int, cttr: b
 
     from vidtriplane.commands.common import setup_logging
     from vidtriplane.pipeline import load_models, render_video
-    from vidtriplane.render_config import resolve_config
+    from vidtriplane.config import resolve
 
     setup_logging(quiet=True)
     logging.getLogger("vidtriplane.stages.invert").setLevel(logging.ERROR)  # the loud warning is expected here
@@ -112,7 +112,7 @@ def command(model_size: str, batch_sizes: str, samples: str, iters: int, cttr: b
     preset = ["generated-tiny"] if model_size == "tiny" else []
     base = ["model.weights=generated", f"model.size={model_size}", f"runtime.device={device}",
             f"invert.cttr_steps={int(cttr)}"]
-    cfg = resolve_config(pipeline=pipeline, config_files=preset, overrides=[*base, *overrides])
+    cfg = resolve("render", pipeline=pipeline, configs=preset, overrides=[*base, *overrides])
     models = load_models(cfg)
     dev = models.device
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
@@ -130,7 +130,7 @@ def command(model_size: str, batch_sizes: str, samples: str, iters: int, cttr: b
                 _make_clip(src, frames)
             for s in sample_list:
                 for b in sizes:
-                    run_cfg = resolve_config(pipeline=pipeline, config_files=preset, overrides=[
+                    run_cfg = resolve("render", pipeline=pipeline, configs=preset, overrides=[
                         *base, *overrides, f"runtime.batch_size={b}", f"render.depth_samples={s[0]}",
                         f"render.importance_samples={s[1]}"])
                     report = render_video(src, Path(tmp) / "out.mp4", models, run_cfg, progress=False)

@@ -15,22 +15,17 @@ log = logging.getLogger("vidtriplane")
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def resolve_config(config: Optional[str], sets: tuple[str, ...], matting: Optional[bool], official: bool):
-    """Preset file -> flags -> ``--set`` overrides, as a PreprocessConfig."""
-    from vidtriplane.config import apply_overrides, from_mapping, load_yaml
-    from vidtriplane.stages.preprocess import PreprocessConfig
+def resolve_config(configs: tuple[str, ...], sets: tuple[str, ...], matting: Optional[bool], official: bool):
+    """Presets -> flags -> ``--set`` overrides, as a PreprocessConfig."""
+    from vidtriplane.config import resolve
 
-    data = load_yaml(config) if config else {}
-    cfg = from_mapping(PreprocessConfig, data)
     flags: dict[str, Any] = {}
     if matting is not None:
         flags["matting"] = {"enabled": matting}
     if official:
         flags["align"] = {"official_rounding": True}
         flags["smooth"] = {"enabled": False}
-    if flags:
-        cfg = apply_overrides(cfg, flags)
-    return apply_overrides(cfg, list(sets))
+    return resolve("preprocess", configs=configs, flags=flags, overrides=sets)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -78,8 +73,8 @@ Examples:
 @click.argument("input", type=str)
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
               help="Output folder.")
-@click.option("-c", "--config", type=click.Path(dir_okay=False, exists=True),
-              help="YAML preset (configs/preprocess*.yaml).")
+@click.option("-c", "--config", "configs", multiple=True, metavar="PRESET",
+              help="Preset name (preprocess, preprocess-official, preprocess-matte) or a YAML file (repeatable).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. smooth.min_cutoff=0.5.")
 @click.option("--matting/--no-matting", default=None,
@@ -94,7 +89,7 @@ Examples:
 @click.option("--input-format", type=str, help="Container format of stdin (nut, y4m, matroska, mpegts, mp4).")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
-def command(input: str, output: str, config, sets, matting, official, mirror, batch_size, cache_dir, no_cache,
+def command(input: str, output: str, configs, sets, matting, official, mirror, batch_size, cache_dir, no_cache,
             input_format, dry_run, quiet) -> None:
     """Write aligned 512x512 face crops (PNG) and dataset.json camera labels for INPUT.
 
@@ -106,7 +101,7 @@ def command(input: str, output: str, config, sets, matting, official, mirror, ba
 
     setup_logging(quiet)
     try:
-        cfg = resolve_config(config, sets, matting, official)
+        cfg = resolve_config(configs, sets, matting, official)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     if dry_run:
@@ -129,7 +124,8 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
     from vidtriplane import cache as pose_cache
     from vidtriplane.config import dump
     from vidtriplane.geometry.camera import flip_yaw
-    from vidtriplane.io.reader import InputError, ReaderConfig, open_video
+    from vidtriplane.config.media import ReaderConfig
+    from vidtriplane.io.reader import InputError, open_video
     from vidtriplane.stages import preprocess as pp
 
     path = Path(source)

@@ -177,10 +177,10 @@ def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrid
     """
     setup_logging(quiet)
     from vidtriplane.config import ConfigError, dump
-    from vidtriplane.render_config import resolve_config
+    from vidtriplane.config import resolve
 
     try:
-        cfg = resolve_config(pipeline=pipeline, config_files=configs, flags=build_flags(**flag_values),
+        cfg = resolve("render", pipeline=pipeline, configs=configs, flags=build_flags(**flag_values),
                              overrides=overrides)
     except (ConfigError, click.BadParameter) as exc:
         raise click.ClickException(str(exc)) from None

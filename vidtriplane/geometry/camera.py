@@ -19,11 +19,7 @@ from typing import Sequence
 
 import torch
 
-FOCAL = 4.2647
-PRINCIPAL = 0.5
-RADIUS = 2.7
-PIVOT = (0.0, 0.0, 0.2)
-LABEL_DIM = 25
+from vidtriplane.geometry.constants import FOCAL, LABEL_DIM, PIVOT, PRINCIPAL, RADIUS
 
 
 def intrinsics(

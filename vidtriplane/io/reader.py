@@ -23,13 +23,13 @@ import shutil
 import struct
 import sys
 import tempfile
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
 
 import numpy as np
 
+from vidtriplane.config.media import ReaderConfig
 from vidtriplane.types import FrameBatch, VideoMeta
 
 log = logging.getLogger(__name__)
@@ -51,24 +51,6 @@ PIPE_FORMATS = {
 
 class InputError(RuntimeError):
     """The input cannot be read as a video; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class ReaderConfig:
-    """How to open and decode the input."""
-
-    format: Optional[str] = None
-    """Force a container format (y4m, nut, matroska, mpegts, mp4, rawvideo); None = probe."""
-    raw_size: Optional[str] = None
-    """rawvideo only: frame size ``WIDTHxHEIGHT``."""
-    raw_pix_fmt: str = "rgb24"
-    """rawvideo only: pixel format (rgb24, bgr24, yuv420p, gray, ...)."""
-    raw_rate: str = "25"
-    """rawvideo only: frame rate (``25``, ``30000/1001``)."""
-    threads: int = 0
-    """Decoder threads; 0 = FFmpeg's automatic choice (frame + slice threading)."""
-    audio: bool = True
-    """Collect the first audio stream's packets for remuxing."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from typing import BinaryIO, Iterable, Optional
 
 import numpy as np
 
+from vidtriplane.config.media import WriterConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -69,25 +71,6 @@ PIPE_FORMATS = ("y4m", "nut", "matroska", "mp4", "mpegts", "rawvideo")
 ALIASES = {"mkv": "matroska", "ts": "mpegts", "yuv4mpegpipe": "y4m", "raw": "rawvideo", "fmp4": "mp4"}
 EXTENSIONS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".nut": "nut",
               ".ts": "mpegts", ".y4m": "y4m", ".rgb": "rawvideo", ".raw": "rawvideo"}
-
-
-@dataclass(frozen=True)
-class WriterConfig:
-    """How outputs are encoded."""
-
-    format: Optional[str] = None
-    """Container: mp4, mov, matroska, nut, mpegts, y4m, rawvideo. None = from the file extension
-    (required for stdout)."""
-    codec: Optional[str] = None
-    """Video codec; None = the format's default (libx264; rawvideo for y4m/rawvideo)."""
-    crf: int = 18
-    """libx264/libx265 constant rate factor (lower = better, bigger)."""
-    preset: str = "medium"
-    """libx264/libx265 speed preset."""
-    pix_fmt: Optional[str] = None
-    """Encoded pixel format; None = the format's default (yuv420p; rgb24 for rawvideo)."""
-    audio: bool = True
-    """Copy the input's audio packets into the output when the container can hold them."""
 
 
 def resolve_format(target: str | Path, cfg: WriterConfig) -> str:

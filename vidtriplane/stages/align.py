@@ -13,12 +13,12 @@ are black, as with PIL's crop in the official code.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
 
 import cv2
 import numpy as np
 
+from vidtriplane.config.preprocess import AlignConfig
+from vidtriplane.geometry.constants import CROP_SIZE
 from vidtriplane.geometry.warp import square_crop_matrix, square_params, warp_affine
 
 # BFM mean-shape landmarks reduced to 5 points: left eye, right eye, nose tip, left / right mouth corner
@@ -36,28 +36,9 @@ REFERENCE_5 = np.array(
 TARGET_SIZE = 1024  # crop_images_in_the_wild.py
 RESCALE_FACTOR = 300.0
 CENTER_CROP = 700
-OUTPUT_SIZE = 512
+OUTPUT_SIZE = CROP_SIZE
 
 _INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
-
-
-@dataclass(frozen=True)
-class AlignConfig:
-    """How the 68 landmarks become the 512 EG3D crop."""
-
-    out_size: int = OUTPUT_SIZE
-    """Side of the aligned crop in pixels (512 for the FFHQ EG3D model)."""
-    eye_center: Literal["mean6", "corners"] = "mean6"
-    """Eye centre from the 68 points: mean of the 6 eye points (close to MTCNN's pupil points, which the
-    official crops used) or the mean of the two eye corners (how the 3D reference points were made)."""
-    official_rounding: bool = False
-    """Reproduce the official integer truncations (dataset parity); False keeps crops continuous for video."""
-    interpolation: Literal["linear", "cubic", "lanczos"] = "cubic"
-    """Resampling of the final warp (downscaling is anti-aliased with an image pyramid first)."""
-
-    def __post_init__(self) -> None:
-        if self.out_size < 16:
-            raise ValueError(f"align.out_size must be at least 16, got {self.out_size}")
 
 
 def five_points(landmarks: np.ndarray, eye_center: str = "mean6") -> np.ndarray:

@@ -7,23 +7,13 @@ plumbing tests, which feed synthetic video without faces.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
+from vidtriplane.config.render import AlignedConfig
 from vidtriplane.geometry.camera import lookat_label
 from vidtriplane.stages.composite import CROP, resize
 from vidtriplane.types import FrameBatch
-
-
-@dataclass(frozen=True)
-class AlignedConfig:
-    """Camera assumed for pre-aligned input."""
-
-    yaw: float = 0.0
-    """Yaw of every input frame's camera (radians from frontal)."""
-    pitch: float = 0.0
-    """Pitch of every input frame's camera (radians)."""
 
 
 def center_square_matrix(width: int, height: int) -> np.ndarray:

@@ -11,7 +11,7 @@ Layouts (``CompositeConfig.layout``):
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from vidtriplane.stages.render import SAME
 from vidtriplane.types import FrameBatch, VideoMeta
 
-if TYPE_CHECKING:  # configs live in render_config, which imports the stages
-    from vidtriplane.render_config import CompositeConfig, RenderConfig
+from vidtriplane.config.render import CompositeConfig, RenderConfig
 
 CROP = 512  # side of the aligned crops that crop_matrix maps into
 

@@ -7,14 +7,13 @@ offline in tests and benchmarks - those images are meaningless and every run say
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:  # configs live in render_config, which imports the stages
-    from vidtriplane.render_config import InvertConfig, ModelConfig
+from vidtriplane.config.render import InvertConfig, ModelConfig
 
 
 log = logging.getLogger(__name__)

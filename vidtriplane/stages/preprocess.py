@@ -17,48 +17,16 @@ camera label. Either way the frame is counted in ``fallback``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Optional
+from dataclasses import dataclass, replace
+from typing import Any, Optional
 
 import numpy as np
 
+from vidtriplane.config.preprocess import PreprocessConfig
 from vidtriplane.stages import align, landmarks, matting, pose, smooth
 from vidtriplane.types import FrameBatch
 
 GEOMETRY_FIELDS = ("landmarks", "face_found", "held", "confidence", "crop_matrix", "labels", "fallback")
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """Everything that turns frames into aligned crops + camera labels."""
-
-    landmarks: landmarks.LandmarkConfig = field(default_factory=landmarks.LandmarkConfig)
-    """Face detection, tracking and the 68-point landmarks."""
-    align: align.AlignConfig = field(default_factory=align.AlignConfig)
-    """The EG3D crop (section 5.2 of the official spec)."""
-    pose: pose.PoseConfig = field(default_factory=pose.PoseConfig)
-    """Head pose -> EG3D camera label."""
-    smooth: smooth.SmoothConfig = field(default_factory=smooth.SmoothConfig)
-    """Temporal smoothing of the crop and the pose (video)."""
-    matting: matting.MattingConfig = field(default_factory=matting.MattingConfig)
-    """Background replacement on the crops."""
-    hold_frames: int = 15
-    """Frames without a face that keep the last good crop and pose before the fallback applies."""
-    fallback: Literal["hold", "center"] = "hold"
-    """After ``hold_frames`` (or before the first face): 'hold' keeps the last good crop and pose forever,
-    'center' switches to a centred square crop of side min(W, H) with the frontal camera."""
-
-    def __post_init__(self) -> None:
-        if self.hold_frames < 0:
-            raise ValueError(f"hold_frames must be >= 0, got {self.hold_frames}")
-
-    def geometry_settings(self) -> dict[str, Any]:
-        """The settings that decide landmarks, crops and labels (the pose cache key; matting excluded)."""
-        from vidtriplane.config import to_mapping
-
-        data = to_mapping(self)
-        data.pop("matting")
-        return data
 
 
 @dataclass

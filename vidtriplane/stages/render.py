@@ -14,7 +14,7 @@ re-runs both encoders for each angle).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +22,7 @@ import torch.nn.functional as F
 
 from vidtriplane.geometry.camera import lookat_cam2world, with_pose, yaw_pitch
 
-if TYPE_CHECKING:  # configs live in render_config, which imports the stages
-    from vidtriplane.render_config import RenderConfig, ViewConfig
+from vidtriplane.config.render import RenderConfig, ViewConfig
 
 SAME = "same"  # key of the input-view reconstruction in the rendered dict
 

@@ -18,29 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class SmoothConfig:
-    """One-Euro filter settings (shared by the crop and pose signals, which are made unitless first)."""
-
-    enabled: bool = True
-    """Smooth crop squares and head pose over time (video); off = every frame on its own."""
-    min_cutoff: float = 1.0
-    """Cut-off frequency in Hz when the head is still: lower = steadier, more lag on slow moves."""
-    beta: float = 1.5
-    """Speed coefficient: higher = less lag on fast moves, more jitter kept."""
-    d_cutoff: float = 1.0
-    """Cut-off in Hz of the speed estimate."""
-    lookahead: int = 0
-    """Frames of look-ahead within a batch (0 = strictly causal)."""
-    reset_after_gap: int = 2
-    """Restart the filter after this many consecutive frames without a face."""
-    smooth_landmarks: bool = False
-    """Also smooth the 68 landmarks stored in the batch (they are not used for the crop or pose)."""
-
-    def __post_init__(self) -> None:
-        if self.min_cutoff <= 0 or self.d_cutoff <= 0 or self.beta < 0 or self.lookahead < 0:
-            raise ValueError("smooth: min_cutoff and d_cutoff must be > 0, beta and lookahead >= 0")
+from vidtriplane.config.preprocess import SmoothConfig
 
 
 @dataclass(frozen=True)

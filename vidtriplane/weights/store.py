@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from vidtriplane.paths import home_dir
 from vidtriplane.weights.registry import WeightEntry, format_bytes
 
 SOURCE_RECORD = "source.json"
@@ -35,13 +36,8 @@ HASH_CHUNK = 1 << 20
 
 
 def cache_dir() -> Path:
-    """Root of the weight cache: $VIDTRIPLANE_HOME, else $XDG_CACHE_HOME/vidtriplane, else ~/.cache/vidtriplane."""
-    home = os.environ.get("VIDTRIPLANE_HOME")
-    if home:
-        return Path(home).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "vidtriplane"
+    """Root of the weight cache (:func:`vidtriplane.paths.home_dir`)."""
+    return home_dir()
 
 
 def entry_dir(entry: WeightEntry) -> Path:

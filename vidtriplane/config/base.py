@@ -1,7 +1,7 @@
 """Frozen dataclass configs: build from YAML mappings, apply ``key=value`` overrides, dump.
 
 Every config in vidtriplane is a frozen dataclass whose fields have defaults; nested configs are
-dataclass-typed fields. YAML presets in ``configs/`` map 1:1 onto them (``yaml.safe_load`` only).
+dataclass-typed fields. YAML presets map 1:1 onto them (``yaml.safe_load`` only).
 
     cfg = from_mapping(RenderConfig, yaml.safe_load(text))
     cfg = apply_overrides(cfg, ["invert.cttr_steps=1", "render.depth_samples=[96, 96]"])
@@ -17,10 +17,12 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
+from vidtriplane.errors import UsageError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A config file or override that does not fit the dataclass; the message says which key."""
 
 
@@ -136,7 +138,12 @@ def parse_override(text: str) -> dict[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        problem = str(getattr(exc, "problem", "") or exc).splitlines()[0]
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem}); quote strings "
+                          "and write lists as [a, b]") from None
     out: dict[str, Any] = {}
     node = out
     parts = key.split(".")

@@ -1,30 +1,17 @@
-"""The ``render`` configuration: frozen dataclasses, YAML presets (``configs/``) and named pipelines
-(``pipelines/``).
+"""The ``vidtriplane render`` configuration: which stages run and how, as frozen dataclasses.
 
-Resolution order (later wins): dataclass defaults -> the pipeline's presets -> the pipeline's own
-``set`` mapping -> ``--config`` files -> command-line flags -> ``--set key=value``.
-
-    cfg = resolve_config(pipeline="default", config_files=["my.yaml"], overrides=["render.depth_samples=48"])
-    print(dump(cfg))
+``PipelineConfig`` is the whole resolved config of a render run; its sections are the stage configs
+(``preprocess`` from :mod:`vidtriplane.config.preprocess`, ``input``/``output`` from
+:mod:`vidtriplane.config.media`). Presets and named pipelines are resolved in
+:mod:`vidtriplane.config.presets`. Nothing heavy is imported here.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Mapping, Optional, Sequence
+from typing import Literal
 
-from vidtriplane.config import ConfigError, apply_overrides, from_mapping, load_yaml, merge, to_mapping
-from vidtriplane.io.reader import ReaderConfig
-from vidtriplane.io.writer import WriterConfig
-from vidtriplane.stages.aligned import AlignedConfig
-from vidtriplane.stages.preprocess import PreprocessConfig
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# A checkout (editable install) reads the top-level folders; an installed wheel carries copies under
-# vidtriplane/_presets (symbolic links in the repository, resolved to files when the wheel is built).
-_PRESETS = Path(__file__).resolve().parent / "_presets"
-CONFIG_DIR = REPO_ROOT / "configs" if (REPO_ROOT / "configs").is_dir() else _PRESETS / "configs"
-PIPELINE_DIR = REPO_ROOT / "pipelines" if (REPO_ROOT / "pipelines").is_dir() else _PRESETS / "pipelines"
+from vidtriplane.config.media import ReaderConfig, WriterConfig
+from vidtriplane.config.preprocess import PreprocessConfig
 
 #: stage names a pipeline definition may list, in the only order data can flow
 STAGES = ("preprocess", "aligned", "invert", "render", "composite")
@@ -171,6 +158,16 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class AlignedConfig:
+    """Camera assumed for pre-aligned input."""
+
+    yaw: float = 0.0
+    """Yaw of every input frame's camera (radians from frontal)."""
+    pitch: float = 0.0
+    """Pitch of every input frame's camera (radians)."""
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything ``vidtriplane render`` does, resolved from presets, files and flags."""
 
@@ -204,65 +201,3 @@ class PipelineConfig:
         if self.composite.layout == "paste" and self.composite.paste_view != "same":
             if self.composite.paste_view not in {v.name for v in self.render.views}:
                 raise ValueError(f"composite.paste_view {self.composite.paste_view!r} is not a view name")
-
-
-# --------------------------------------------------------------------------------------------------
-# presets and pipeline definitions
-
-
-def available(folder: Path) -> list[str]:
-    """Names (file stems) of the YAML files in ``folder``."""
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-
-
-def _preset_path(name: str | Path, folder: Path, what: str) -> Path:
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        return path
-    candidate = folder / f"{name}.yaml"
-    if candidate.exists():
-        return candidate
-    raise ConfigError(f"no {what} named {str(name)!r}; available: {', '.join(available(folder)) or 'none'}"
-                      f" (or pass a path to a .yaml file)")
-
-
-def load_pipeline(name: str | Path) -> dict[str, Any]:
-    """A pipeline definition (``pipelines/NAME.yaml`` or a path) as a config mapping.
-
-    A definition has ``description``, ``stages``, ``presets`` (names in ``configs/``) and ``set`` (a
-    nested mapping applied after the presets).
-    """
-    path = _preset_path(name, PIPELINE_DIR, "pipeline")
-    spec = load_yaml(path)
-    unknown = sorted(set(spec) - {"description", "stages", "presets", "set"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {unknown}; a pipeline has description, stages, presets, set")
-    data: dict[str, Any] = {"name": Path(name).stem}
-    for preset in spec.get("presets") or []:
-        data = merge(data, load_yaml(_preset_path(preset, CONFIG_DIR, "preset")))
-    data = merge(data, spec.get("set") or {})
-    if "stages" in spec:
-        data["stages"] = list(spec["stages"])
-    return data
-
-
-def resolve_config(
-    *,
-    pipeline: str | Path = "default",
-    config_files: Sequence[str | Path] = (),
-    flags: Optional[Mapping[str, Any]] = None,
-    overrides: Sequence[str] = (),
-) -> PipelineConfig:
-    """Build the final config (see the module docstring for the order)."""
-    data = load_pipeline(pipeline)
-    for path in config_files:
-        data = merge(data, load_yaml(_preset_path(path, CONFIG_DIR, "config")))
-    if flags:
-        data = merge(data, flags)
-    cfg = from_mapping(PipelineConfig, data)
-    return apply_overrides(cfg, list(overrides)) if overrides else cfg
-
-
-def config_dict(cfg: PipelineConfig) -> dict[str, Any]:
-    """Plain mapping of a config (for JSON reports and the saved config)."""
-    return to_mapping(cfg)
