@@ -2,7 +2,8 @@
 
 Subcommands are imported only when invoked, so ``--help`` and ``--version`` never import torch or av.
 To add a command, write ``vidtriplane/commands/<name>.py`` defining a Click command called ``command``
-and add one line to ``COMMANDS``.
+(with the shared options of ``vidtriplane.commands.options``) and add one line to ``COMMANDS``.
+Errors escaping any command become one line and an exit code here (``vidtriplane.commands.common.handle``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("vidtriplane.commands.preprocess", "Aligned 512 face crops + dataset.json camera labels (video, images, -)."),
     "render": ("vidtriplane.commands.render", "Render a talking-head video (file, folder or pipe) from novel cameras."),
     "bench": ("vidtriplane.commands.bench", "Frames per second of the model and the whole pipeline (generated weights)."),
+    "presets": ("vidtriplane.commands.presets", "List the config presets and named pipelines, by kind."),
 }
 
 
@@ -32,6 +34,17 @@ class LazyGroup(click.Group):
             return None
         module = importlib.import_module(COMMANDS[name][0])
         return module.command
+
+    def invoke(self, ctx: click.Context):
+        from vidtriplane.commands.common import handle, install_signal_handlers
+
+        install_signal_handlers()
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except BaseException as exc:  # every other error: one line + exit code (see commands/common.py)
+            ctx.exit(handle(exc))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]

@@ -50,8 +50,13 @@ class FrameBatch:
       alpha       [N,512,512] float32 matting alpha of the crops, in [0, 1]
       labels      [N,25] float32 EG3D camera labels of the crops
 
-    Inversion/render fields (stages/invert, stages/render):
-      rendered    {view name: [N,H,W,3] uint8}
+    Runtime field (pipeline/stream, before the stages):
+      seconds     [N] float64 presentation time from the video's first frame (moving cameras use it)
+
+    Inversion/render/composite fields (stages/invert, stages/render, stages/composite):
+      inversion   the TriPlaneNet ``Inversion`` (torch tensors on the model's device) of these frames
+      rendered    {view name: [N,S,S,3] uint8}; the input view is under ``"same"``
+      outputs     {output name: [N,H,W,3] uint8} the frames each output video receives
       extras      free-form per-stage diagnostics (timings, counts)
     """
 
@@ -67,7 +72,10 @@ class FrameBatch:
     crops: Optional[np.ndarray] = None
     alpha: Optional[np.ndarray] = None
     labels: Optional[np.ndarray] = None
+    seconds: Optional[np.ndarray] = None
+    inversion: Optional[Any] = None
     rendered: Optional[dict[str, np.ndarray]] = None
+    outputs: Optional[dict[str, np.ndarray]] = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -82,4 +90,19 @@ class FrameBatch:
                 raise ValueError(f"FrameBatch.{name} is already set; stages add fields, never rewrite them")
         if "extras" in values:
             values = dict(values, extras={**self.extras, **values["extras"]})
+        return dataclasses.replace(self, **values)
+
+    def slice(self, start: int, stop: int) -> "FrameBatch":
+        """Frames ``start:stop`` with every per-frame field sliced (the inversion is not carried over)."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("meta", "extras") or value is None:
+                continue
+            if f.name == "inversion":
+                values[f.name] = None
+            elif isinstance(value, dict):
+                values[f.name] = {k: v[start:stop] for k, v in value.items()}
+            else:
+                values[f.name] = value[start:stop]
         return dataclasses.replace(self, **values)

@@ -148,7 +148,7 @@ def test_folder_killed_then_resumed(tmp_path):
         ("truncated", "empty or truncated"),
         ("pipe_mov", "cannot be written to a pipe"),
         ("pipe_no_format", "needs --format"),
-        ("same_file", "the output is the input"),
+        ("same_file", "is the input file"),
         ("exists", "--overwrite"),
         ("bad_set", "unknown config key"),
         ("views_to_stdout", "cannot go to stdout"),
@@ -219,7 +219,7 @@ def test_out_of_memory_message(tmp_path, clip, monkeypatch):
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(invert, "invert", oom)
+    monkeypatch.setattr(invert, "apply", oom)
     result = run_cli(str(clip), "-o", str(tmp_path / "o.mp4"), *TINY)
     assert result.exit_code == 1
     assert "ran out of memory" in result.stderr and "Traceback" not in result.stderr

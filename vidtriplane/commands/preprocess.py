@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import click
 
 from vidtriplane.commands.common import setup_logging
+from vidtriplane.commands.options import config_options, verbosity_options
+from vidtriplane.runners.jobs import PlanError
 
 log = logging.getLogger("vidtriplane")
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def resolve_config(configs: tuple[str, ...], sets: tuple[str, ...], matting: Optional[bool], official: bool):
+def resolve_config(configs: tuple[str, ...], overrides: tuple[str, ...], matting: Optional[bool], official: bool):
     """Presets -> flags -> ``--set`` overrides, as a PreprocessConfig."""
     from vidtriplane.config import resolve
 
@@ -25,13 +28,13 @@ def resolve_config(configs: tuple[str, ...], sets: tuple[str, ...], matting: Opt
     if official:
         flags["align"] = {"official_rounding": True}
         flags["smooth"] = {"enabled": False}
-    return resolve("preprocess", configs=configs, flags=flags, overrides=sets)
+    return resolve("preprocess", configs=configs, flags=flags, overrides=overrides)
 
 
 def _image_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not files:
-        raise click.ClickException(f"{folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        raise PlanError(f"{folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return files
 
 
@@ -39,9 +42,11 @@ def read_image(path: Path):
     """An image file as RGB uint8 (grey and 16-bit images are converted; EXIF orientation applied)."""
     import cv2
 
+    from vidtriplane.io.reader import InputError
+
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise click.ClickException(f"cannot read {path} as an image")
+        raise InputError(f"cannot read {path} as an image (unreadable or not an image); remove it from the folder")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -72,11 +77,8 @@ Examples:
 )
 @click.argument("input", type=str)
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
-              help="Output folder.")
-@click.option("-c", "--config", "configs", multiple=True, metavar="PRESET",
-              help="Preset name (preprocess, preprocess-official, preprocess-matte) or a YAML file (repeatable).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value, e.g. smooth.min_cutoff=0.5.")
+              help="Output folder (written under a hidden temporary name and renamed when complete).")
+@config_options("preprocess")
 @click.option("--matting/--no-matting", default=None,
               help="Replace the crop background (rembg).  [default: from config: off]")
 @click.option("--official", is_flag=True,
@@ -84,34 +86,48 @@ Examples:
 @click.option("--mirror", is_flag=True, help="Also write mirrored crops NAME_mirror.png with mirrored labels.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True, help="Frames per batch.")
 @click.option("--cache-dir", type=click.Path(file_okay=False),
-              help="Pose cache folder.  [default: ~/.cache/vidtriplane/poses]")
+              help="Pose cache folder.  [default: $VIDTRIPLANE_CACHE/poses, else poses/ in $VIDTRIPLANE_HOME "
+                   "(~/.cache/vidtriplane)]")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the pose cache.")
 @click.option("--input-format", type=str, help="Container format of stdin (nut, y4m, matroska, mpegts, mp4).")
-@click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
-def command(input: str, output: str, configs, sets, matting, official, mirror, batch_size, cache_dir, no_cache,
-            input_format, dry_run, quiet) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an output folder that already holds files.")
+@verbosity_options
+def command(input: str, output: str, configs, overrides, dry_run, matting, official, mirror, batch_size, cache_dir,
+            no_cache, input_format, overwrite, quiet, verbose) -> None:
     """Write aligned 512x512 face crops (PNG) and dataset.json camera labels for INPUT.
 
     INPUT is a video file, a folder of images, or - for a video on stdin. Every input frame gives one
     crop: frames without a face hold the last good crop and pose, then fall back (counted, listed in
     preprocess.json). dataset.json has the official format {"labels": [[name, [25 floats]], ...]}.
     """
-    from vidtriplane.config import ConfigError, dump
+    from vidtriplane.config import dump
 
-    setup_logging(quiet)
-    try:
-        cfg = resolve_config(configs, sets, matting, official)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    setup_logging(quiet, verbose)
+    cfg = resolve_config(configs, overrides, matting, official)
     if dry_run:
         click.echo(dump(cfg), nl=False)
         return
+    out = Path(output)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise PlanError(f"output folder {out} already holds files; pass --overwrite to replace it")
+    if input != "-" and not Path(input).exists():
+        raise PlanError(f"input {input} does not exist (give a video, an image folder, or - for stdin)")
+    from vidtriplane.runners.jobs import check_writable
+
+    check_writable(out)
+    partial = out.with_name(f".{out.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
     try:
-        run(input, Path(output), cfg, mirror=mirror, batch_size=batch_size, cache_dir=cache_dir,
+        run(input, partial, cfg, mirror=mirror, batch_size=batch_size, cache_dir=cache_dir,
             use_cache=not no_cache, input_format=input_format)
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+    log.info("wrote %s", out)
 
 
 def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: int = 16,
@@ -125,13 +141,13 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
     from vidtriplane.config import dump
     from vidtriplane.geometry.camera import flip_yaw
     from vidtriplane.config.media import ReaderConfig
-    from vidtriplane.io.reader import InputError, open_video
+    from vidtriplane.io.reader import open_video
     from vidtriplane.stages import preprocess as pp
 
     path = Path(source)
     folder = source != "-" and path.is_dir()
     if source != "-" and not path.exists():
-        raise click.ClickException(f"input {source} does not exist (give a video, an image folder, or - for stdin)")
+        raise PlanError(f"input {source} does not exist (give a video, an image folder, or - for stdin)")
     files = _image_files(path) if folder else []
 
     # 1. pose cache lookup (files and folders; stdin cannot be hashed before it is read)
@@ -176,8 +192,6 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
         else:
             for batch in reader.batches(batch_size):
                 write(runner(batch), [f"{int(i):06d}" for i in batch.index])
-    except InputError as exc:
-        raise click.ClickException(str(exc)) from None
     finally:
         if reader is not None:
             reader.close()

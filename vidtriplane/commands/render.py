@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -10,15 +9,10 @@ from typing import Any, Optional
 import click
 
 from vidtriplane.commands.common import setup_logging
+from vidtriplane.commands.options import (batch_size_option, config_options, device_option, report_option,
+                                          verbosity_options)
 
 log = logging.getLogger("vidtriplane")
-
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".nut", ".ts", ".y4m", ".mpg", ".mpeg",
-                    ".flv", ".wmv", ".3gp"}
-
-
-def _terminate(signum, frame) -> None:  # SIGTERM -> SystemExit so that `finally` removes temp files
-    raise SystemExit(128 + signum)
 
 
 def view_flags(yaws: tuple[float, ...], pitches: tuple[float, ...], camera: Optional[str]) -> list[dict]:
@@ -70,56 +64,12 @@ def build_flags(**o: Any) -> dict:
     return flags
 
 
-# --------------------------------------------------------------------------------------------------
-# planning: which inputs go to which outputs
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
-
-
-def plan_jobs(src: str, dst: str, *, recursive: bool, fmt: Optional[str]) -> list[tuple[str, str]]:
-    """[(input, output)] for a file, a folder (mirrored into the output folder) or "-"."""
+def folder_suffix(fmt: Optional[str]) -> str:
+    """Extension of the outputs of a folder run for ``--format`` (mp4 by default)."""
     from vidtriplane.io.writer import ALIASES, EXTENSIONS
 
-    if src == "-":
-        return [("-", dst)]
-    path = Path(src)
-    if not path.exists():
-        raise click.ClickException(f"input {src} does not exist")
-    if path.is_file():
-        if dst != "-" and Path(dst).is_dir():
-            raise click.ClickException(f"output {dst} is a folder; give an output file for one input file")
-        if dst != "-" and _same_file(path, Path(dst)):
-            raise click.ClickException("the output is the input file; choose another output name")
-        return [(src, dst)]
-    if dst == "-":
-        raise click.ClickException("a folder of videos cannot be written to stdout; give an output folder")
-    out_dir = Path(dst)
-    if (out_dir.exists() and not out_dir.is_dir()) or (not out_dir.exists() and out_dir.suffix.lower() in EXTENSIONS):
-        raise click.ClickException(f"input {src} is a folder, so the output must be a folder, but {dst} is a file")
-    ext = {v: k for k, v in EXTENSIONS.items() if k not in (".m4v", ".raw")}.get(
-        ALIASES.get(fmt, fmt) if fmt else "mp4", ".mp4")
-    pattern = "**/*" if recursive else "*"
-    jobs = []
-    for f in sorted(path.glob(pattern)):
-        if not f.is_file() or f.suffix.lower() not in VIDEO_EXTENSIONS or f.name.startswith("."):
-            continue
-        if _same_file(f.parent, out_dir) or out_dir.resolve() in f.resolve().parents:
-            continue  # never read our own outputs back
-        out = out_dir / f.relative_to(path).with_suffix(ext)
-        if _same_file(f, out):
-            raise click.ClickException(f"output {out} would overwrite its input; choose another output folder")
-        jobs.append((str(f), str(out)))
-    if not jobs:
-        raise click.ClickException(f"no videos in {src}" + ("" if recursive else " (use --recursive for subfolders)"))
-    return jobs
-
-
-# --------------------------------------------------------------------------------------------------
+    by_format = {v: k for k, v in EXTENSIONS.items() if k not in (".m4v", ".raw")}
+    return by_format.get(ALIASES.get(fmt, fmt) if fmt else "mp4", ".mp4")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -127,26 +77,24 @@ def plan_jobs(src: str, dst: str, *, recursive: bool, fmt: Optional[str]) -> lis
 @click.option("-o", "--output", "dst", required=True, metavar="OUTPUT",
               help="Output file, folder (for a folder INPUT; mirrors its tree) or - for stdout.")
 @click.option("--pipeline", default="default", show_default=True,
-              help="Named pipeline in pipelines/ (default, aligned, ...) or a .yaml path.")
-@click.option("--config", "configs", multiple=True, metavar="YAML",
-              help="Preset name in configs/ or a YAML file (repeatable).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override any config key, e.g. render.depth_samples=48.")
+              help="Named pipeline (default, aligned, fast-cpu, orbit, paste; `vidtriplane presets`) or a .yaml path.")
+@config_options("render")
 @click.option("--yaw", type=float, multiple=True, help="Novel-camera yaw in radians (repeat for several views).")
 @click.option("--pitch", type=float, multiple=True, help="Novel-camera pitch in radians.")
 @click.option("--camera", type=click.Choice(["absolute", "relative", "sway", "orbit"]), default=None,
               help="absolute: fixed camera; relative: offset from each frame's pose; sway/orbit: moving camera.")
 @click.option("--layout", type=click.Choice(["crop", "side_by_side", "paste"]), default=None,
-              help="Novel view only, input|same-view|novel, or the reconstruction pasted into the frame.")
-@click.option("--separate-views", is_flag=True, help="One output file per view instead of a grid.")
-@click.option("--cttr/--no-cttr", default=None, help="Cascaded test-time refinement (one pass).")
+              help="Novel view only, input|same-view|novel (the default), or the reconstruction pasted into the frame.")
+@click.option("--separate-views", is_flag=True,
+              help="One output file per view (OUTPUT_<view>.ext) instead of one grid; crop and side_by_side layouts.")
+@click.option("--cttr/--no-cttr", default=None, help="Cascaded test-time refinement (one pass, v1).")
 @click.option("--depth-samples", type=click.IntRange(2, 512), default=None, help="Coarse samples per ray [96].")
 @click.option("--importance-samples", type=click.IntRange(0, 512), default=None, help="Fine samples per ray [96].")
-@click.option("--batch-size", type=click.IntRange(0, 1024), default=None, help="Frames per device batch [auto].")
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:1 [auto].")
-@click.option("--weights", type=click.Choice(["registry", "generated"]), default=None,
-              help="registry: official checkpoints; generated: random weights for tests/benchmarks "
-                   "(meaningless output).")
+@batch_size_option
+@device_option
+@click.option("--weights", default=None, metavar="registry|generated|FILE",
+              help="registry: the official checkpoints [default]; generated: random weights for tests and "
+                   "benchmarks (meaningless output); or a TriPlaneNet checkpoint file (e.g. from `vidtriplane train`).")
 @click.option("--model-size", type=click.Choice(["full", "tiny"]), default=None,
               help="tiny: plumbing tests (generated weights). Render settings stay as configured: "
                    "`--config generated-tiny` gives the matching fast ones (12/12 samples, 32 px rays).")
@@ -159,11 +107,11 @@ def plan_jobs(src: str, dst: str, *, recursive: bool, fmt: Optional[str]) -> lis
 @click.option("--raw-rate", default=None, help="rawvideo input: frame rate [25].")
 @click.option("-r", "--recursive", is_flag=True, help="Folder input: include subfolders.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (folders: redo finished files).")
-@click.option("--report", is_flag=True, help="Write OUTPUT.report.json per output (stderr for -o -).")
-@click.option("--dry-run", is_flag=True, help="Print the resolved config and the planned outputs; render nothing.")
-@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only; no progress bar.")
-def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrides: tuple[str, ...], recursive: bool,
-            overwrite: bool, report: bool, dry_run: bool, quiet: bool, **flag_values: Any) -> None:
+@report_option
+@verbosity_options
+def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrides: tuple[str, ...],
+            dry_run: bool, recursive: bool, overwrite: bool, report: bool, quiet: bool, verbose: bool,
+            **flag_values: Any) -> None:
     """Render INPUT (a video, a folder of videos, or - for stdin) from novel cameras.
 
     \b
@@ -175,36 +123,52 @@ def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrid
       ffmpeg -i in.mp4 -f nut - | vidtriplane render - -o - --format nut | ffmpeg -i - out.mp4
       vidtriplane render in.mp4 -o out.mp4 --set render.depth_samples=48 --dry-run
     """
-    setup_logging(quiet)
-    from vidtriplane.config import ConfigError, dump
-    from vidtriplane.config import resolve
+    setup_logging(quiet, verbose)
+    from vidtriplane.config import dump, resolve
+    from vidtriplane.io.writer import resolve_format
+    from vidtriplane.runners.jobs import check_outputs_writable, plan
+    from vidtriplane.runners.render import FOLDER_CONFIG_NAME, RenderTask
 
     try:
-        cfg = resolve("render", pipeline=pipeline, configs=configs, flags=build_flags(**flag_values),
-                             overrides=overrides)
-    except (ConfigError, click.BadParameter) as exc:
-        raise click.ClickException(str(exc)) from None
-    jobs = plan_jobs(src, dst, recursive=recursive, fmt=cfg.output.format)
-    from vidtriplane.io.writer import OutputError, resolve_format
-    from vidtriplane.pipeline import PipelineError, output_targets
-    from vidtriplane.stages.composite import output_names
-
-    try:
-        for _, out in jobs:
-            resolve_format(out, cfg.output)
-            output_targets(out, output_names(cfg.composite, cfg.render))
-    except (OutputError, PipelineError) as exc:
-        raise click.ClickException(str(exc)) from None
+        flags = build_flags(**flag_values)
+    except click.BadParameter as exc:
+        raise click.UsageError(str(exc)) from None
+    cfg = resolve("render", pipeline=pipeline, configs=configs, flags=flags, overrides=overrides)
+    folder_input = src != "-" and Path(src).is_dir()
+    task = RenderTask(cfg, save_report=report, save_config=not folder_input, progress=not quiet)
+    jobs, folder = plan(src, dst, recursive=recursive, suffix=folder_suffix(cfg.output.format),
+                        outputs_of=task.outputs)
+    for job in jobs:
+        resolve_format(job.target, cfg.output)
     if dry_run:
         click.echo(dump(cfg), nl=False)
-        for s, d in jobs:
-            click.echo(f"{s} -> {d}", err=True)
+        for job in jobs:
+            click.echo(f"{job.source} -> {', '.join(job.outputs) or job.target}", err=True)
         return
-    signal.signal(signal.SIGTERM, _terminate)
-    from vidtriplane.commands._render_run import run_jobs
+    check_outputs_writable(jobs, dst if folder else None)
+    from vidtriplane.runners.local import log_summary, pending, run_local
 
-    is_folder = src != "-" and Path(src).is_dir()
-    failed = run_jobs(jobs, cfg, out_folder=Path(dst) if is_folder else None, overwrite=overwrite,
-                      report=report, progress=not quiet)
-    if failed:
+    if folder:
+        if pending(jobs, folder=True, overwrite=overwrite)[0]:
+            Path(dst).mkdir(parents=True, exist_ok=True)
+            (Path(dst) / FOLDER_CONFIG_NAME).write_text(dump(cfg))
+    summary = run_local(jobs, task, folder=folder, overwrite=overwrite)
+    if folder:
+        _write_folder_report(dst, summary, report)
+        log_summary(summary)
+    if not summary.ok:
         sys.exit(1)
+
+
+def _write_folder_report(dst: str, summary, wanted: bool) -> None:
+    """The folder's report (every job, failures with their error and traceback): with --report, or
+    whenever something failed."""
+    import json
+
+    from vidtriplane.runners.render import folder_report_path
+    from vidtriplane.weights.store import atomic_write_text
+
+    if wanted or not summary.ok:
+        path = folder_report_path(dst)
+        atomic_write_text(path, json.dumps(summary.to_dict(), indent=1, default=str) + "\n")
+        log.info("folder report: %s", path)

@@ -49,10 +49,11 @@ class ViewConfig:
 class ModelConfig:
     """Which inversion network to build and where its weights come from."""
 
-    weights: Literal["registry", "generated"] = "registry"
+    weights: str = "registry"
     """registry: the official checkpoints from the weight registry (``vidtriplane weights fetch``);
     generated: deterministic random weights from ``seed`` - for tests and benchmarks only, the images
-    are meaningless."""
+    are meaningless; or the path of a TriPlaneNet checkpoint in the official format (for example
+    ``RUN_DIR/checkpoints/best.pt`` written by ``vidtriplane train``)."""
     size: Literal["full", "tiny"] = "full"
     """full: the official architecture; tiny: a narrow model for plumbing tests (generated weights only)."""
     version: int = 1
@@ -67,8 +68,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.version not in (1, 2):
             raise ValueError(f"model.version must be 1 or 2, got {self.version}")
-        if self.size == "tiny" and self.weights != "generated":
-            raise ValueError("model.size=tiny only exists with model.weights=generated")
+        if self.size == "tiny" and self.weights == "registry":
+            raise ValueError("model.size=tiny only exists with model.weights=generated (or a checkpoint file "
+                             "that holds a tiny model)")
+        if not self.weights:
+            raise ValueError("model.weights must be registry, generated or a checkpoint path")
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,14 @@ class PipelineConfig:
         for stage in ("invert", "render", "composite"):
             if stage not in self.stages:
                 raise ValueError(f"the render pipeline needs the {stage!r} stage")
+        if self.composite.layout == "paste" and self.composite.views_output == "separate" and len(self.render.views) > 1:
+            raise ValueError("composite.views_output=separate (--separate-views) does not apply to layout=paste, "
+                             "which pastes one render (composite.paste_view); use layout crop or side_by_side")
         if self.composite.layout == "paste" and self.composite.paste_view != "same":
             if self.composite.paste_view not in {v.name for v in self.render.views}:
                 raise ValueError(f"composite.paste_view {self.composite.paste_view!r} is not a view name")
+
+    @property
+    def crop_size(self) -> int:
+        """Side of the aligned crops in pixels (``preprocess.align.out_size``; the aligned stage uses it too)."""
+        return self.preprocess.align.out_size

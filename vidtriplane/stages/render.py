@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from vidtriplane.geometry.camera import lookat_cam2world, with_pose, yaw_pitch
+from vidtriplane.types import FrameBatch
 
 from vidtriplane.config.render import RenderConfig, ViewConfig
 
@@ -72,18 +73,16 @@ def to_uint8(image: torch.Tensor, size: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def render_views(net: torch.nn.Module, inv: Any, times: np.ndarray, cfg: RenderConfig, *,
-                 same_view: bool) -> dict[str, np.ndarray]:
-    """Render ``inv`` (from ``invert``) at every configured view (+ the input view when ``same_view``).
-
-    Returns {view name: [N,size,size,3] uint8}; the input view is under ``"same"``.
-    """
+def apply(batch: FrameBatch, net: torch.nn.Module, cfg: RenderConfig, *, same_view: bool) -> FrameBatch:
+    """Add ``rendered``: the batch's ``inversion`` drawn at every configured view (+ the input view
+    under ``"same"`` when ``same_view``), each [N,size,size,3] uint8."""
+    inv = batch.inversion
     labels = inv.camera
-    t = torch.as_tensor(np.asarray(times, dtype=np.float64), device=labels.device)
+    t = torch.as_tensor(np.asarray(batch.seconds, dtype=np.float64), device=labels.device)
     kwargs = synthesis_kwargs(cfg)
     out: dict[str, np.ndarray] = {}
     if same_view:
         out[SAME] = to_uint8(net.render(inv, labels, **kwargs).image, cfg.size)
     for view in cfg.views:
         out[view.name] = to_uint8(net.render(inv, view_cameras(view, labels, t), **kwargs).image, cfg.size)
-    return out
+    return batch.with_fields(rendered=out)

@@ -11,9 +11,10 @@ from tests.io.media import make_video, probe
 from vidtriplane.config import apply_overrides
 from vidtriplane.io.reader import InputError
 from vidtriplane.io.writer import partial_path
-from vidtriplane.pipeline import (OutOfMemory, PipelineError, choose_batch_size, load_models, output_targets,
-                                  render_video)
 from vidtriplane.config import resolve
+from vidtriplane.errors import UsageError
+from vidtriplane.pipeline import OutOfMemory, choose_batch_size, load_models, output_targets, render_video
+from vidtriplane.pipeline.build import build_generated
 from vidtriplane.stages import invert as invert_stage
 from vidtriplane.stages import render as render_stage
 
@@ -70,22 +71,22 @@ def test_separate_views_and_paste(tmp_path, models, clip):
 
 def test_oom_retries_with_smaller_batches(tmp_path, models, clip, monkeypatch):
     src, _ = clip
-    real = invert_stage.invert
+    real = invert_stage.apply
     sizes = []
 
-    def flaky(net, crops, *args, **kwargs):
-        sizes.append(len(crops))
-        if len(crops) > 1:
+    def flaky(batch, *args, **kwargs):
+        sizes.append(len(batch))
+        if len(batch) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(net, crops, *args, **kwargs)
+        return real(batch, *args, **kwargs)
 
-    monkeypatch.setattr(invert_stage, "invert", flaky)
+    monkeypatch.setattr(invert_stage, "apply", flaky)
     report = render_video(src, tmp_path / "o.mkv", models, tiny_cfg(), progress=False)
     assert report.batch_size == 1 and report.frames == 5
     assert sizes[:3] == [3, 1, 1]  # 3 fails -> halved to 1, and it stays there
     assert probe(tmp_path / "o.mkv")["n"] == 5
 
-    monkeypatch.setattr(invert_stage, "invert", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError()))
+    monkeypatch.setattr(invert_stage, "apply", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError()))
     with pytest.raises(OutOfMemory, match="one frame per batch"):
         render_video(src, tmp_path / "never.mkv", models, tiny_cfg("runtime.batch_size=1"), progress=False)
     assert not (tmp_path / "never.mkv").exists() and not partial_path(tmp_path / "never.mkv").exists()
@@ -94,7 +95,7 @@ def test_oom_retries_with_smaller_batches(tmp_path, models, clip, monkeypatch):
 def test_failure_midway_leaves_no_output(tmp_path, models, clip, monkeypatch):
     src, _ = clip
     calls = {"n": 0}
-    real = render_stage.render_views
+    real = render_stage.apply
 
     def fail_second(*args, **kwargs):
         calls["n"] += 1
@@ -102,7 +103,7 @@ def test_failure_midway_leaves_no_output(tmp_path, models, clip, monkeypatch):
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(render_stage, "render_views", fail_second)
+    monkeypatch.setattr(render_stage, "apply", fail_second)
     out = tmp_path / "o.mp4"
     with pytest.raises(RuntimeError, match="boom"):
         render_video(src, out, models, tiny_cfg(), progress=False)
@@ -112,7 +113,7 @@ def test_failure_midway_leaves_no_output(tmp_path, models, clip, monkeypatch):
 def test_input_errors(tmp_path, models):
     with pytest.raises(InputError, match="does not exist"):
         render_video(tmp_path / "missing.mp4", tmp_path / "o.mp4", models, tiny_cfg(), progress=False)
-    with pytest.raises(PipelineError, match="stdout"):
+    with pytest.raises(UsageError, match="stdout"):
         output_targets("-", ["a", "b"])
 
 
@@ -146,9 +147,9 @@ def test_view_cameras():
 def test_generated_weights_are_deterministic():
     from vidtriplane.config.render import ModelConfig
 
-    a = invert_stage.build_generated(ModelConfig(weights="generated", size="tiny", seed=3))
-    b = invert_stage.build_generated(ModelConfig(weights="generated", size="tiny", seed=3))
-    c = invert_stage.build_generated(ModelConfig(weights="generated", size="tiny", seed=4))
+    a = build_generated(ModelConfig(weights="generated", size="tiny", seed=3))
+    b = build_generated(ModelConfig(weights="generated", size="tiny", seed=3))
+    c = build_generated(ModelConfig(weights="generated", size="tiny", seed=4))
     ka = next(iter(a.state_dict()))
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
     assert not torch.equal(a.state_dict()[ka], c.state_dict()[ka]) or any(
@@ -184,7 +185,7 @@ def test_face_preprocessing_and_pose_cache(tmp_path, monkeypatch):
 
     from vidtriplane.stages import preprocess
 
-    script = Path(__file__).parents[1] / "samples" / "make_sample.py"
+    script = Path(__file__).parents[2] / "samples" / "make_sample.py"
     spec = importlib.util.spec_from_file_location("make_sample", script)
     sample = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sample)
