@@ -3,11 +3,11 @@ resume after a kill, and the error messages. Tiny generated-weights model, align
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +96,13 @@ def test_dry_run_prints_resolved_config(clip, tmp_path):
     assert not (tmp_path / "x.mp4").exists()
 
 
+def decode_frames(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
 def make_folder(root: Path, n: int) -> list[Path]:
     paths = []
     for i in range(n):
@@ -107,35 +114,152 @@ def make_folder(root: Path, n: int) -> list[Path]:
     return paths
 
 
+class Paused:
+    """A CLI process stopped at its ``pause_at``-th model batch (see tests/commands/paused_cli.py)."""
+
+    def __init__(self, *args: str, pause_at: int = 2, **popen) -> None:
+        self.sync_r, sync_w = os.pipe()
+        hold_r, self.hold_w = os.pipe()
+        env = dict(os.environ, PYTHONPATH=str(REPO), VT_PAUSE_AT=str(pause_at), VT_SYNC_FD=str(sync_w),
+                   VT_HOLD_FD=str(hold_r))
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "commands" / "paused_cli.py"), *args],
+                                     env=env, cwd=REPO, pass_fds=(sync_w, hold_r), stderr=subprocess.PIPE, **popen)
+        os.close(sync_w)
+        os.close(hold_r)
+
+    def wait_until_paused(self) -> None:
+        got = os.read(self.sync_r, 1)  # blocks until the child reaches the pause point (or exits)
+        assert got == b"!", self.proc.communicate(timeout=60)[1].decode()
+
+    def finish(self, sig: int) -> tuple[int, str]:
+        self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=120)
+        os.close(self.sync_r)
+        os.close(self.hold_w)
+        return self.proc.returncode, err.decode()
+
+
 def test_folder_killed_then_resumed(tmp_path):
     src, dst = tmp_path / "in", tmp_path / "out"
     make_folder(src, 3)
     (src / "broken.mp4").write_bytes(b"garbage" * 50)
     args = [str(src), "-o", str(dst), "-r", *TINY]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "vidtriplane.cli", "render", *args], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = Paused("render", *args, pause_at=2, stdout=subprocess.DEVNULL)  # 2nd batch = 2nd clip's first
+    child.wait_until_paused()
     first = dst / "clip0.mp4"
-    deadline = time.time() + 240
-    while not first.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert first.exists(), proc.stderr.read().decode()
-    finished_before = {p: p.stat().st_mtime_ns for p in dst.rglob("*.mp4") if not p.name.startswith(".")}
-    for p in finished_before:  # whatever looks finished is complete
-        assert probe(p)["n"] == 4
+    assert first.exists() and not (dst / "clip2.mp4").exists()  # killed in the middle of clip2
+    code, _ = child.finish(signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert probe(first)["n"] == 4  # what looks finished is complete
+    mtime = first.stat().st_mtime_ns
 
     result = subprocess_cli(*args)
     assert result.returncode == 1  # broken.mp4 failed, the others were rendered
     err = result.stderr.decode()
     assert "broken.mp4" in err and "failed" in err and "Traceback" not in err
     outputs = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*.mp4"))
-    assert outputs == ["clip0.mp4", "clip2.mp4", "sub/clip1.mp4"]  # mirrored tree, no partial files
-    for p, mtime in finished_before.items():
-        assert p.stat().st_mtime_ns == mtime  # not redone
+    assert outputs == ["clip0.mp4", "clip2.mp4", "sub/clip1.mp4"]  # mirrored tree
+    assert not [p for p in dst.rglob("*") if ".partial" in p.name]
+    assert first.stat().st_mtime_ns == mtime  # not redone
     assert all(probe(dst / o)["n"] == 4 for o in outputs)
     assert (dst / "vidtriplane-render.yaml").exists()
+    report = json.loads((dst / "vidtriplane-render.report.json").read_text())
+    failed = [j for j in report["jobs"] if j["status"] == "failed"]
+    assert [Path(j["input"]).name for j in failed] == ["broken.mp4"] and "cannot read" in failed[0]["error"]
+    assert report["done"] == 2 and report["skipped"] == 1
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signals_stop_cleanly_and_leave_no_output(tmp_path, sig, code):
+    src = tmp_path / "long.mkv"
+    make_video(src, n_frames=12, width=64, height=64, container="matroska")
+    out = tmp_path / "out.mp4"
+    child = Paused("render", str(src), "-o", str(out), *TINY, "--batch-size", "2", pause_at=2,
+                   stdout=subprocess.DEVNULL)
+    child.wait_until_paused()
+    returncode, err = child.finish(sig)
+    assert returncode == code, err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mkv"]  # no output, no partial file
+
+
+def test_stdout_closed_early_ends_quietly(tmp_path):
+    src = tmp_path / "c.mkv"
+    make_video(src, n_frames=12, width=64, height=64, container="matroska")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "vidtriplane.cli", "render", str(src), "-o", "-", "--format",
+                             "rawvideo", "--layout", "crop", *TINY], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    head = proc.stdout.read(1000)  # 12 raw 64x64 frames are 147 kB, more than a pipe holds
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and len(head) == 1000
+    assert "Traceback" not in err and "Exception ignored" not in err and "error" not in err.lower()
+
+
+def test_cuda_device_without_cuda_is_one_clear_error(tmp_path, clip):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run_cli(str(clip), "-o", str(tmp_path / "o.mp4"), *TINY, "--device", "cuda")
+    assert result.exit_code == 1
+    assert "CUDA is not available" in result.stderr and "--device cpu" in result.stderr
+    assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_is_refused_before_any_work(tmp_path, clip):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli(str(clip), "-o", str(blocker / "o.mp4"), *TINY)
+    assert result.exit_code == 1 and "is a file, not a folder" in result.stderr
+    assert "GENERATED" not in result.stderr  # refused before the models were built
+
+
+def test_folder_with_clashing_names_is_refused(tmp_path):
+    src = tmp_path / "clips"
+    src.mkdir()
+    make_video(src / "a.mp4", n_frames=2, width=64, height=64)
+    make_video(src / "a.mkv", n_frames=2, width=64, height=64, container="matroska")
+    result = run_cli(str(src), "-o", str(tmp_path / "rendered"), *TINY)
+    assert result.exit_code == 2 and "a.mkv and" in result.stderr and "rendered/a.mp4" in result.stderr
+    assert not (tmp_path / "rendered").exists()
+
+
+@pytest.mark.parametrize("command", ["render", "preprocess"])
+def test_set_values_that_are_not_yaml_are_usage_errors_in_every_command(tmp_path, clip, command):
+    args = [command, str(clip), "-o", str(tmp_path / "o"), "--set", "a.b=[1, 2", "--dry-run"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "not valid YAML" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_video_without_faces_warns_with_the_counts(tmp_path, clip):
+    pytest.importorskip("dlib")
+    result = run_cli(str(clip), "-o", str(tmp_path / "o.mp4"), *[a for a in TINY if a != "-q"],
+                     "--pipeline", "default", "--set", "runtime.pose_cache=false")
+    assert result.exit_code == 0, result.stderr
+    assert "no face was found in any of its 4 frames" in result.stderr
+
+
+@pytest.mark.parametrize("extra,frames_differ", [
+    (["--set", "model.version=2"], True),
+    (["--cttr"], True),
+])
+def test_v2_and_cttr_through_the_video_pipeline(tmp_path, clip, extra, frames_differ):
+    base = tmp_path / "base.mp4"
+    assert run_cli(str(clip), "-o", str(base), *TINY, "--layout", "crop").exit_code == 0
+    out = tmp_path / "o.mp4"
+    result = run_cli(str(clip), "-o", str(out), *TINY, "--layout", "crop", *extra)
+    assert result.exit_code == 0, result.stderr
+    a, b = probe(base), probe(out)
+    assert a["n"] == b["n"] == 4 and a["times"] == b["times"]
+    assert (decode_frames(base) != decode_frames(out)).any() == frames_differ
+
+
+def test_cttr_with_v2_is_refused(tmp_path, clip):
+    result = run_cli(str(clip), "-o", str(tmp_path / "o.mp4"), *TINY, "--cttr", "--set", "model.version=2")
+    assert result.exit_code == 1 and "CTTR" in result.stderr and "v1 only" in result.stderr
 
 
 @pytest.mark.parametrize(

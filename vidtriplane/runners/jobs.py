@@ -9,6 +9,7 @@ cannot be written.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -66,8 +67,13 @@ def check_writable(path: Path) -> None:
         base = path.parent
     if not base.is_dir():
         raise UnwritableOutput(f"cannot write {path}: {base} is a file, not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise UnwritableOutput(f"cannot write {path}: no permission to write in {base}; choose another output")
+    try:  # a real probe: permissions, read-only file systems and quotas all show up here
+        fd, probe = tempfile.mkstemp(prefix=".vidtriplane-probe-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UnwritableOutput(f"cannot write {path}: {base} is not writable ({exc.strerror}); choose another "
+                               "output location") from None
 
 
 def plan(

@@ -61,7 +61,7 @@ class RenderTask:
     progress: bool = True
 
     def outputs(self, target: str) -> list[str]:
-        from vidtriplane.pipeline.video import planned_outputs
+        from vidtriplane.pipeline.outputs import planned_outputs
 
         return list(planned_outputs(target, self.cfg).values())
 
