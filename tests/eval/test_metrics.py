@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.models.random_nets import random_face_embedder, random_lpips
 from vidtriplane.eval.face_align import faces_to_tensor
 from vidtriplane.eval.metrics import (
     MetricAccumulator,
@@ -30,11 +31,7 @@ def _images(seed: int, b: int = 2, size: int = 256) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def lpips() -> LPIPS:
-    torch.manual_seed(0)
-    model = LPIPS()
-    for head in model.heads:
-        head.model[1].weight.data.uniform_(0, 1)
-    return model.eval()
+    return random_lpips()
 
 
 def _center_aligner(images: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -83,8 +80,7 @@ def test_msssim_decreases_with_noise_and_refuses_small_images():
 
 
 def test_id_similarity_drops_images_without_a_face():
-    torch.manual_seed(7)
-    embedder = FaceEmbedder(FaceEmbedderConfig.tiny(se=False, affine_output=False)).eval()
+    embedder = random_face_embedder(FaceEmbedderConfig.tiny(se=False, affine_output=False), seed=7)
     x = _images(8, b=3)
     y = _images(9, b=3)
     y[2] = -1.0  # black output image: no face found

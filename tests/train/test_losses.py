@@ -1,14 +1,12 @@
 """Training losses: every term against a direct computation of its definition on small random tensors."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
-from vidtriplane.models.arcface import FaceEmbedder, FaceEmbedderConfig
+from tests.models.random_nets import random_face_embedder, random_lpips
+from vidtriplane.models.arcface import FaceEmbedder
 from vidtriplane.models.discriminator import Discriminator, DiscriminatorConfig
-from vidtriplane.models.lpips import LPIPS
 from vidtriplane.train.config import LossConfig
 from vidtriplane.train.losses import (
     LossNets,
@@ -27,15 +25,7 @@ from vidtriplane.train.losses import (
 
 @pytest.fixture(scope="module")
 def nets() -> LossNets:
-    torch.manual_seed(0)
-    lpips = LPIPS()
-    for head in lpips.heads:
-        head.model[1].weight.data.uniform_(0, 1)
-    arcface = FaceEmbedder(FaceEmbedderConfig.tiny())
-    for m in arcface.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            m.running_var.uniform_(0.5, 1.5)
-    return LossNets(lpips=lpips.eval().requires_grad_(False), arcface=arcface.eval().requires_grad_(False))
+    return LossNets(lpips=random_lpips(), arcface=random_face_embedder())
 
 
 def _pair(seed: int, scale: float = 0.5, b: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,12 +172,3 @@ def test_gan_losses_and_lazy_r1():
 
     none, terms = generator_adv_loss(None, fake, cfg)
     assert float(none) == 0.0 and terms == {"skipped_loss_G_adv": 0.005}
-
-
-def test_loss_config_validation():
-    assert LossConfig.v1().lpips_lambda_triplane == 0.1 and LossConfig.v2().lpips_lambda_triplane == 0.8
-    with pytest.raises(ValueError, match="id_lambda_psp"):
-        LossConfig(id_lambda_psp=-1)
-    with pytest.raises(ValueError, match="r1_every"):
-        LossConfig(r1_every=0)
-    assert math.isclose(LossConfig.v2().mirror_lambda, 0.1)

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidtriplane.eval.face_align import Aligner
 from vidtriplane.models.arcface import FaceEmbedder
 from vidtriplane.models.lpips import LPIPS
 from vidtriplane.weights.registry import REGISTRY
+
+if TYPE_CHECKING:  # face_align needs OpenCV; the other metrics do not
+    from vidtriplane.eval.face_align import Aligner
 
 METRICS = ("mse", "lpips", "msssim", "id")
 MSSSIM_MIN_SIDE = 161  # 5 scales with an 11-tap window: the smaller side must exceed (11 - 1) * 2**4
@@ -81,7 +84,7 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def id_similarity(embedder: FaceEmbedder, align: Aligner, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def id_similarity(embedder: FaceEmbedder, align: "Aligner", x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """[B] cosine similarity of the aligned faces' embeddings; NaN where either image has no face."""
     _check(x, y)
     faces_x, found_x = align(to_uint8(x))
@@ -100,7 +103,7 @@ class MetricNets:
     """AlexNet LPIPS (``vidtriplane.checkpoints.load_lpips``)."""
     id_embedder: FaceEmbedder | None = None
     """CurricularFace IR-101 (``load_face_embedder(path, FaceEmbedderConfig.ir101())``)."""
-    align: Aligner | None = None
+    align: "Aligner | None" = None
     """Face detection + 112x112 alignment (e.g. ``landmark_aligner(mtcnn_five_points)``)."""
 
 
@@ -167,7 +170,8 @@ class MetricAccumulator:
             x, y = resize_to(x, self.size), resize_to(y, self.size)
         scores = {"mse": mse_per_image(x, y)}
         if "lpips" in self.values:
-            scores["lpips"] = lpips_per_image(self.nets.lpips, x, y)
+            device = next(self.nets.lpips.parameters()).device
+            scores["lpips"] = lpips_per_image(self.nets.lpips, x.to(device), y.to(device))
         if "msssim" in self.values:
             scores["msssim"] = msssim_per_image(x, y)
         if "id" in self.values:

@@ -106,8 +106,11 @@ def trim_border(grid: np.ndarray, *, border: int | None = None, value: float = B
 
 def marching_cubes(grid: np.ndarray, *, level: float = DEFAULT_LEVEL, box_warp: float = 1.0) -> Mesh:
     """The ``level`` iso-surface of a density grid (higher = inside) in world coordinates; empty if none."""
-    from skimage.measure import marching_cubes as skimage_marching_cubes
-
+    try:
+        from skimage.measure import marching_cubes as skimage_marching_cubes
+    except ImportError:
+        raise ImportError("shape export needs scikit-image: pip install scikit-image "
+                          "(or pip install 'vidtriplane[mesh]')") from None
     n = grid.shape[0]
     if not (float(grid.min()) < level < float(grid.max())):
         return Mesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64))
