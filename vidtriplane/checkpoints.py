@@ -9,6 +9,8 @@ Formats (``official_spec.md`` 1.7 and 2):
   the decoder variant from ``triplanenet_encoder.up2.conv.double_conv.0.weight`` (384 -> pixel shuffle,
   768 -> nearest upsample).
 * EG3D ``.pth`` (``ffhq512-128.pth``): ``{'G_ema': state_dict, 'init_kwargs': dict, 'latent_avg': [512]}``.
+* Loss/metric networks: torchvision's AlexNet + LPIPS ``alex.pth`` (:func:`load_lpips`), the ArcFace
+  IR-SE-50 / CurricularFace IR-101 state_dicts (:func:`load_face_embedder`); all loaded strictly.
 
 Every file is read with ``torch.load(weights_only=True)``: a file that would need to run pickled code
 is refused. ``latent_avg`` comes from the EG3D file when given, else from the generator's
@@ -25,9 +27,11 @@ from typing import Any, Literal, Mapping
 
 import torch
 
+from vidtriplane.models.arcface import FaceEmbedder, FaceEmbedderConfig
 from vidtriplane.models.eg3d import EG3DConfig, EG3DGenerator
 from vidtriplane.models.encoders import PSPConfig, TriPlaneEncoderConfig
-from vidtriplane.models.state import StateDictMismatch, check_state_dict
+from vidtriplane.models.lpips import LPIPS
+from vidtriplane.models.state import StateDictMismatch, check_state_dict, load_strict
 from vidtriplane.models.triplanenet import TriPlaneNet, TriPlaneNetConfig, TriPlaneNetV2
 
 log = logging.getLogger(__name__)
@@ -305,6 +309,33 @@ def load_triplanenet(
     return net.eval()
 
 
+# ---------------------------------------------------------------------------------------------------
+# Loss and metric networks
+
+
+def load_lpips(alexnet: PathLike, linear: PathLike) -> LPIPS:
+    """LPIPS from torchvision's AlexNet file (``alexnet-owt-7be5be79.pth``; its ``classifier.*`` entries
+    are dropped) and the v0.1 linear heads (``alex.pth``); strict, frozen, in eval mode."""
+    alex = _tensor_dict(read_torch_file(alexnet, kind="AlexNet"), Path(alexnet), "the AlexNet file")
+    lins = _tensor_dict(read_torch_file(linear, kind="LPIPS linear heads"), Path(linear), "the LPIPS file")
+    sd = {"net." + k: v for k, v in alex.items() if not k.startswith("classifier.")}
+    sd.update(lins)
+    model = LPIPS()
+    load_strict(model, sd, what=f"LPIPS (AlexNet {alexnet}, linear heads {linear})")
+    return model.eval().requires_grad_(False)
+
+
+def load_face_embedder(path: PathLike, config: FaceEmbedderConfig = FaceEmbedderConfig.ir_se50()) -> FaceEmbedder:
+    """A face-recognition backbone from its state_dict file; strict, frozen, in eval mode.
+
+    ``FaceEmbedderConfig.ir_se50()`` for ``model_ir_se50.pth`` (ID loss), ``FaceEmbedderConfig.ir101()``
+    for ``CurricularFace_Backbone.pth`` (ID metric)."""
+    sd = _tensor_dict(read_torch_file(path, kind="face recognition backbone"), Path(path), "the file")
+    model = FaceEmbedder(config)
+    load_strict(model, sd, what=f"face recognition backbone {path}")
+    return model.eval().requires_grad_(False)
+
+
 def _load(module: torch.nn.Module, sd: Mapping[str, torch.Tensor], *, what: str) -> None:
     """Strict load; a mismatch raises StateDictMismatch (a ValueError naming the keys and shapes)."""
     check_state_dict(module, sd, what=what)
@@ -313,6 +344,7 @@ def _load(module: torch.nn.Module, sd: Mapping[str, torch.Tensor], *, what: str)
 
 __all__ = [
     "CheckpointError", "EG3DCheckpoint", "StateDictMismatch", "TriPlaneNetCheckpoint", "detect_v2_variant",
-    "detect_version", "eg3d_config_from_init_kwargs", "load_eg3d", "load_triplanenet", "read_eg3d_checkpoint",
+    "detect_version", "eg3d_config_from_init_kwargs", "load_eg3d", "load_face_embedder", "load_lpips",
+    "load_triplanenet", "read_eg3d_checkpoint",
     "read_torch_file", "read_triplanenet_checkpoint",
 ]

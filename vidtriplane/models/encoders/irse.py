@@ -1,5 +1,9 @@
 """IR-SE-50: the ResNet-like trunk shared by the pSp and tri-plane encoders (``official_spec.md`` 1.2).
 
+The same units build the face-recognition backbones of the ID loss and metric
+(:mod:`vidtriplane.models.arcface`): IR-SE-50 (``STAGES_50``, with SE) and IR-101 (``STAGES_100``,
+plain IR units without SE, ``tpn:models/encoders/helpers.py: get_blocks(100)``).
+
 Module and parameter names follow the official TriPlaneNet checkpoint (``input_layer.*``, ``body.N.*``,
 ``res_layer``, ``shortcut_layer``, SE ``fc1``/``fc2``) so the official ``state_dict`` loads strictly.
 
@@ -23,6 +27,8 @@ from torch import nn
 
 # (number of units, channel multiple of ``width``) per stage of the 50-layer variant.
 STAGES_50: tuple[tuple[int, int], ...] = ((3, 1), (4, 2), (14, 4), (3, 8))
+# The same for the 100-layer variant (CurricularFace IR-101).
+STAGES_100: tuple[tuple[int, int], ...] = ((3, 1), (13, 2), (30, 4), (3, 8))
 SE_REDUCTION = 16
 
 
@@ -49,9 +55,11 @@ class SEModule(nn.Module):
 
 
 class BottleneckIRSE(nn.Module):
-    """One IR-SE unit: ``shortcut(x) + res_layer(x)`` with no activation after the sum."""
+    """One IR-SE unit: ``shortcut(x) + res_layer(x)`` with no activation after the sum.
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    ``se=False`` gives the plain IR unit (``res_layer`` without its index-5 SE gate)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, *, se: bool = True) -> None:
         super().__init__()
         if in_channels == out_channels:
             # A 1x1 max-pool with a stride is pure subsampling (no parameters).
@@ -61,14 +69,16 @@ class BottleneckIRSE(nn.Module):
                 nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
                 nn.BatchNorm2d(out_channels),
             )
-        self.res_layer = nn.Sequential(
+        layers = [
             nn.BatchNorm2d(in_channels),                                                    # 0
             nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False),  # 1
             nn.PReLU(out_channels),                                                         # 2
             nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False),  # 3
             nn.BatchNorm2d(out_channels),                                                   # 4
-            SEModule(out_channels),                                                         # 5
-        )
+        ]
+        if se:
+            layers.append(SEModule(out_channels))                                           # 5
+        self.res_layer = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shortcut_layer(x) + self.res_layer(x)
@@ -83,14 +93,16 @@ def make_input_layer(in_channels: int, width: int = 64) -> nn.Sequential:
     )
 
 
-def make_body(width: int = 64) -> nn.Sequential:
-    """``body``: the 24 IR-SE units of the 50-layer trunk; each stage starts with a stride-2 unit."""
+def make_body(width: int = 64, *, stages: Sequence[tuple[int, int]] = STAGES_50, se: bool = True) -> nn.Sequential:
+    """``body``: the IR(-SE) units (24 for the default 50-layer trunk); each stage starts with a stride-2 unit.
+
+    ``stages``: (units, channel multiple of ``width``) per stage; ``se``: squeeze-and-excitation gates."""
     units: list[nn.Module] = []
     in_ch = width
-    for count, mult in STAGES_50:
+    for count, mult in stages:
         out_ch = width * mult
-        units.append(BottleneckIRSE(in_ch, out_ch, 2))
-        units.extend(BottleneckIRSE(out_ch, out_ch, 1) for _ in range(count - 1))
+        units.append(BottleneckIRSE(in_ch, out_ch, 2, se=se))
+        units.extend(BottleneckIRSE(out_ch, out_ch, 1, se=se) for _ in range(count - 1))
         in_ch = out_ch
     return nn.Sequential(*units)
 

@@ -1,0 +1,1 @@
+"""Evaluation: image-quality and identity metrics with their aggregation."""

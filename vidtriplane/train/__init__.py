@@ -1,0 +1,1 @@
+"""Training building blocks: loss configuration, losses, optimiser (the loop lives elsewhere)."""
