@@ -123,7 +123,7 @@ class PreprocessConfig:
     landmarks: LandmarkConfig = field(default_factory=LandmarkConfig)
     """Face detection, tracking and the 68-point landmarks."""
     align: AlignConfig = field(default_factory=AlignConfig)
-    """The EG3D crop (section 5.2 of the official spec)."""
+    """The EG3D crop (as ``eg3d:dataset_preprocessing/ffhq/crop_images_in_the_wild.py`` cuts it)."""
     pose: PoseConfig = field(default_factory=PoseConfig)
     """Head pose -> EG3D camera label."""
     smooth: SmoothConfig = field(default_factory=SmoothConfig)

@@ -1,4 +1,4 @@
-"""112x112 face alignment for the ID metric (``official_spec.md`` 7; ``tpn:models/mtcnn/mtcnn.py: align``).
+"""112x112 face alignment for the ID metric (``tpn:models/mtcnn/mtcnn.py``: ``align``).
 
 The official metric detects five landmarks with MTCNN (left eye, right eye, nose tip, left and right
 mouth corner, image coordinates), fits a similarity transform onto the reference points of the 96x112

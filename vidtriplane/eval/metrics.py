@@ -1,4 +1,4 @@
-"""Reconstruction metrics of TriPlaneNet's evaluation (``official_spec.md`` 7; ``tpn:metrics/metrics.py``).
+"""Reconstruction metrics of TriPlaneNet's evaluation (``tpn:metrics/metrics.py``).
 
 Per image pair (X = input, Y = output, both [B, 3, H, W] in [-1, 1], resized to 256 like the official
 ``Resize((256, 256))``):

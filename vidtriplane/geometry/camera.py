@@ -10,7 +10,7 @@ Cameras of the FFHQ model sit on a sphere of radius 2.7 around the world origin 
 pitch > 0 moves it down (-y).
 
 Every function takes and returns torch tensors and accepts a leading batch dimension.
-See ``official_spec.md`` section 4.
+Facts from ``eg3d:eg3d/camera_utils.py`` (``LookAtPoseSampler``) and ``eg3d:dataset_preprocessing/ffhq/preprocess_face_cameras.py``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shape export: tri-plane density on a grid -> marching cubes -> ``.ply`` / ``.obj`` (``official_spec.md`` 8.4).
+"""Shape export: tri-plane density on a grid -> marching cubes -> ``.ply`` / ``.obj`` (``tpn:scripts/inference.py`` ``--shapes``, ``eg3d:eg3d/gen_samples.py``: ``create_samples``/``extract_shape``).
 
 The official ``extract_shape`` (``tpn:models/eg3d/shape_utils.py``, run by ``scripts/inference.py
 --shapes``) samples the raw density (decoder output 0) on a 256^3 grid spanning the ``box_warp`` cube,

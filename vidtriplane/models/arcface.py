@@ -1,4 +1,4 @@
-"""Face-recognition backbones for the ID loss and the ID metric (``official_spec.md`` 6 and 7).
+"""Face-recognition backbones for the ID loss and the ID metric (``tpn:criteria/id_loss.py``, ``tpn:metrics/metrics.py``).
 
 * **ArcFace IR-SE-50** (TreB1eN InsightFace ``model_ir_se50.pth``), used by the training ID loss:
   ``tpn:criteria/id_loss.py`` builds ``Backbone(input_size=112, num_layers=50, drop_ratio=0.6,

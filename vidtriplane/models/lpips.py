@@ -1,4 +1,4 @@
-"""LPIPS v0.1 with AlexNet features (``official_spec.md`` 6; Zhang et al. 2018, eq. 1).
+"""LPIPS v0.1 with AlexNet features (``tpn:criteria/lpips/``; Zhang et al. 2018, eq. 1).
 
 ``d(x, y) = sum_l mean_{h,w} || w_l * (n(F_l(x)) - n(F_l(y))) ||^2`` where ``F_l`` are AlexNet's
 ReLU outputs 1-5 (64, 192, 384, 256, 256 channels) on inputs shifted/scaled by

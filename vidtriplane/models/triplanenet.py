@@ -1,13 +1,13 @@
 """TriPlaneNet v1 and v2: two-branch EG3D inversion, with encoding separated from rendering.
 
-v1 (``official_spec.md`` 1.5):
+v1 (``tpn:models/triplanenet.py``):
 1. ``codes = psp_encoder(x) + latent_avg`` (W+, [B, 14, 512]).
 2. First-branch image ``y_psp`` = the codes rendered at the input camera, pooled to 256.
 3. ``offsets = triplanenet_encoder(cat[y_psp, x - y_psp])``; planes = backbone(codes) + offsets.
 4. CTTR (optional, ``cttr_steps`` times): render the input view with the current planes -> ``y1``,
    ``offsets = triplanenet_encoder(cat[y1, x - y1])`` (replaces the previous offsets; codes reused).
 
-v2 (``official_spec.md`` 2): the first branch is also rendered at the mirror camera, the encoder reads
+v2 (``tpn:models/triplanenet_v2.py``): the first branch is also rendered at the mirror camera, the encoder reads
 ``cat[y, x - y, x_mirror - y_mirror]`` plus the backbone planes and returns refined planes.
 
 ``encode`` runs the encoders once and returns an :class:`Inversion`; ``render`` draws it from any camera

@@ -1,4 +1,4 @@
-"""The EG3D alignment crop (``official_spec.md`` section 5.2) as an affine transform.
+"""The EG3D alignment crop (Deep3DFaceRecon ``util/preprocess.py``: ``align_img``/``POS``, and ``eg3d:dataset_preprocessing/ffhq/crop_images_in_the_wild.py``) as an affine transform.
 
 The official route fits a weak-perspective projection (POS) of five reference 3D points to the five
 landmarks (eye centres, nose tip, mouth corners), re-scales the whole image so that the face scale

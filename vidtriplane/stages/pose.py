@@ -1,4 +1,4 @@
-"""Head pose from 68 landmarks -> the EG3D 25-number camera label (``official_spec.md`` 5.3-5.4).
+"""Head pose from 68 landmarks -> the EG3D 25-number camera label (``eg3d:dataset_preprocessing/ffhq/3dface2idr_mat.py``, ``preprocess_face_cameras.py``).
 
 The official pipeline fits a 3D morphable model (Deep3DFaceRecon + the registration-gated Basel Face
 Model). We instead solve a perspective-n-point problem between the landmarks *in the 512 crop* and a

@@ -1,4 +1,4 @@
-"""TriPlaneNet training losses (``official_spec.md`` 2 and 6; ``tpn:training/coach.py``, ``coach_v2.py``).
+"""TriPlaneNet training losses (``tpn:training/coach.py``, ``tpn:training/coach_v2.py``, ``tpn:criteria/``).
 
 Every loss returns ``(total, terms)``: ``total`` is the scalar tensor to back-propagate, ``terms`` a
 dict of plain floats for logging (the official names: ``loss_l2_psp``, ``loss_lpips_triplane``, ...,

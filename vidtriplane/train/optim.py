@@ -1,4 +1,4 @@
-"""Ranger: RAdam + Lookahead + gradient centralisation (``tpn:training/ranger.py``, ``official_spec.md`` 6).
+"""Ranger: RAdam + Lookahead + gradient centralisation (``tpn:training/ranger.py``).
 
 Per parameter p with gradient g, at step t (counted per parameter, from 1):
 

@@ -1,4 +1,4 @@
-"""``EG3DConfig``: the EG3D generator's hyper-parameters (defaults: FFHQ-512 ``ffhq512-128``, spec 1.8)."""
+"""``EG3DConfig``: the EG3D generator's hyper-parameters (defaults: FFHQ-512 ``ffhq512-128``, as in ``eg3d:eg3d/train.py`` with the ``docs/models.md`` command)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace

@@ -1,4 +1,4 @@
-"""EG3D's tri-plane feature decoder ``OSGDecoder`` (``official_spec.md`` 3.6).
+"""EG3D's tri-plane feature decoder ``OSGDecoder`` (``eg3d:eg3d/training/triplane.py``).
 
 Mean over the three planes -> FC(32 -> 64) -> softplus -> FC(64 -> 1 + 32).
 Output 0 is the raw density; outputs 1..32 go through the MipNeRF-widened sigmoid

@@ -1,4 +1,4 @@
-"""StyleGAN2 layers with EG3D's parameter names (``official_spec.md`` 3.1-3.4).
+"""StyleGAN2 layers with EG3D's parameter names (``eg3d:eg3d/training/networks_stylegan2.py``).
 
 Equalised learning rate: every weight is stored unscaled (N(0, 1) at init) and scaled at run time,
 so official checkpoints load as they are.

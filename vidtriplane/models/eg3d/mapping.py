@@ -1,4 +1,4 @@
-"""StyleGAN2 mapping network with camera conditioning (``official_spec.md`` 3.3).
+"""StyleGAN2 mapping network with camera conditioning (``eg3d:eg3d/training/networks_stylegan2.py``: ``MappingNetwork``).
 
 z [B, z_dim] and c [B, c_dim] -> ws [B, num_ws, w_dim]:
 normalise z; embed c (linear FC) and normalise; concatenate; ``num_layers`` lrelu FCs with

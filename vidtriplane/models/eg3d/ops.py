@@ -1,4 +1,4 @@
-"""Pure-PyTorch reference versions of the StyleGAN2/EG3D low-level ops (``official_spec.md`` 3.8).
+"""Pure-PyTorch reference versions of the StyleGAN2/EG3D low-level ops (``eg3d:eg3d/torch_utils/ops/``: ``upfirdn2d``, ``bias_act``, ``conv2d_resample``).
 
 The official code ships CUDA plugins (``upfirdn2d``, ``bias_act``) with slow reference fallbacks; these are
 our own implementations of what those references compute, so CPU and CUDA take the same path:

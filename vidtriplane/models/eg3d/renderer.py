@@ -1,4 +1,4 @@
-"""EG3D volume rendering as pure functions (``official_spec.md`` 3.5-3.6, parity README section 4).
+"""EG3D volume rendering as pure functions (``eg3d:eg3d/training/volumetric_rendering/renderer.py``, ``ray_marcher.py``, ``ray_sampler.py``).
 
 Every step is a plain function of tensors so it can be tested alone and replaced by a fused kernel:
 

@@ -1,4 +1,4 @@
-"""EG3D super-resolution ``SuperresolutionHybrid8XDC`` (``official_spec.md`` 3.7).
+"""EG3D super-resolution ``SuperresolutionHybrid8XDC`` (``eg3d:eg3d/training/superresolution.py``).
 
 (rgb [B, 3, r, r], features [B, 32, r, r]) with r = neural rendering resolution -> image [B, 3, 4S, 4S]:
 inputs are resized to S = ``input_resolution`` (bilinear, antialiased) when r != S, then two 2x

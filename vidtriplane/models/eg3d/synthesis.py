@@ -1,4 +1,4 @@
-"""The StyleGAN2 backbone that generates the tri-planes (``official_spec.md`` 3.1, 3.4).
+"""The StyleGAN2 backbone that generates the tri-planes (``eg3d:eg3d/training/networks_stylegan2.py``: ``SynthesisNetwork``, ``SynthesisBlock``).
 
 ``SynthesisNetwork``: blocks b4 ... b{resolution} ('skip' architecture), channels
 ``min(channel_base // res, channel_max)``; block k > 0 reads ws[2k-1 : 2k+2] (neighbouring blocks share

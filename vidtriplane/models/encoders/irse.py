@@ -1,4 +1,4 @@
-"""IR-SE-50: the ResNet-like trunk shared by the pSp and tri-plane encoders (``official_spec.md`` 1.2).
+"""IR-SE-50: the ResNet-like trunk shared by the pSp and tri-plane encoders (``tpn:models/encoders/helpers.py``).
 
 The same units build the face-recognition backbones of the ID loss and metric
 (:mod:`vidtriplane.models.arcface`): IR-SE-50 (``STAGES_50``, with SE) and IR-101 (``STAGES_100``,

@@ -1,4 +1,4 @@
-"""pSp GradualStyleEncoder on IR-SE-50: image -> W+ codes (``official_spec.md`` 1.3).
+"""pSp GradualStyleEncoder on IR-SE-50: image -> W+ codes (``tpn:models/encoders/psp_encoders.py``).
 
 Three feature levels of the trunk (c1 64x64, c2 32x32, c3 16x16 for a 256 input) are merged top-down
 like a feature pyramid; each of the ``n_styles`` W+ rows comes from its own GradualStyleBlock (a chain of

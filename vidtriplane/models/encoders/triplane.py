@@ -1,4 +1,4 @@
-"""Tri-plane encoders of TriPlaneNet v1 and v2 (``official_spec.md`` 1.4 and 2).
+"""Tri-plane encoders of TriPlaneNet v1 and v2 (``tpn:models/encoders/triplane_encoders.py``, ``triplane_encoders_v2.py``).
 
 Both are a U-Net on the IR-SE-50 trunk ("RUNet"): skips c0..c3 from body units 2, 6, 20, 21, the bottom
 from unit 23, four ``Up`` blocks (upsample the low-resolution map, concatenate the skip FIRST, then
