@@ -24,6 +24,18 @@ FAST = ["runtime.device=cpu", "runtime.torch_threads=1", "render.depth_samples=4
         "output.preset=ultrafast", "runtime.cpu_batch_size=3"]
 
 
+def decode(path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def decode_render(src, out, models, *overrides: str) -> np.ndarray:
+    render_video(src, out, models, tiny_cfg(*overrides), progress=False)
+    return decode(out)
+
+
 def tiny_cfg(*overrides: str):
     return resolve("render", pipeline="aligned", configs=["generated-tiny"], overrides=[*FAST, *overrides])
 
@@ -54,6 +66,13 @@ def test_file_to_file_keeps_frames_timestamps_audio(tmp_path, models, clip):
     assert report.weights == "generated" and report.batch_size == 3
     assert {"decode", "preprocess", "invert", "render", "composite", "encode"} <= set(report.stage_seconds)
     assert not partial_path(out).exists()
+    # content: the first tile is each input frame's centre square, in order
+    got, inputs = decode(out), decode(src)
+    for i in range(5):
+        crop = inputs[i][:, 8:72].astype(int)
+        assert np.abs(got[i][:, :64].astype(int) - crop).mean() < 8
+        assert np.abs(got[i][:, :64].astype(int) - inputs[(i + 2) % 5][:, 8:72]).mean() > \
+            np.abs(got[i][:, :64].astype(int) - crop).mean()
 
 
 def test_separate_views_and_paste(tmp_path, models, clip):
@@ -65,8 +84,18 @@ def test_separate_views_and_paste(tmp_path, models, clip):
     for name in ("left", "right"):
         info = probe(tmp_path / f"v_{name}.mp4")
         assert info["n"] == 5 and info["size"] == (64, 64)
+    left, right = decode(tmp_path / "v_left.mp4"), decode(tmp_path / "v_right.mp4")
+    assert np.abs(left.astype(int) - right.astype(int)).mean() > 1  # two different cameras
+    grid = decode_render(src, tmp_path / "g.mp4", models, "composite.layout=crop",
+                         "render.views=[{name: left, yaw: -0.4}, {name: right, mode: orbit}]")
+    assert np.abs(grid[:, :, :64].astype(int) - left.astype(int)).mean() < 3  # the grid's tiles are the views
+    assert np.abs(grid[:, :, 64:].astype(int) - right.astype(int)).mean() < 3
     report = render_video(src, tmp_path / "p.mkv", models, tiny_cfg("composite.layout=paste"), progress=False)
     assert probe(tmp_path / "p.mkv")["size"] == (80, 64)  # the full frame
+    pasted, inputs = decode(tmp_path / "p.mkv"), decode(src)
+    # outside the centre square the input frame is kept; inside, the render replaced it
+    assert np.abs(pasted[:, :, :7].astype(int) - inputs[:, :, :7].astype(int)).mean() < 4
+    assert np.abs(pasted[:, 8:56, 16:64].astype(int) - inputs[:, 8:56, 16:64].astype(int)).mean() > 10
 
 
 def test_oom_retries_with_smaller_batches(tmp_path, models, clip, monkeypatch):
@@ -202,6 +231,12 @@ def test_face_preprocessing_and_pose_cache(tmp_path, monkeypatch):
     other_camera = apply_overrides(cfg, ["render.views=[{name: left, yaw: -0.5}]"])
     second = render_video(src, tmp_path / "b.mp4", models, other_camera, progress=False)
     assert second.frames == 4 and second.faces_found == 4
+    # the paste shows the same-view reconstruction, which the novel camera does not change: the cached
+    # geometry (crops, cameras, paste matrices) must reproduce the first run's frames exactly
+    a, b = decode(tmp_path / "a.mp4"), decode(tmp_path / "b.mp4")
+    assert np.array_equal(a, b)
+    inputs = decode(src)
+    assert np.abs(a[:, 150:250, 150:250].astype(int) - inputs[:, 150:250, 150:250].astype(int)).mean() > 5
 
 
 @pytest.mark.slow
