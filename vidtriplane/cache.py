@@ -7,6 +7,10 @@ changing the video or any landmark / crop / pose / smoothing setting misses (a s
 read: the JSON is checked against both on load). Re-rendering another view of the same video therefore
 skips face detection and pose estimation entirely.
 
+An entry that cannot be read or does not pass :func:`check_geometry` (a truncated ``.npz``, a ``.json``
+that is not an object, NaN labels, a wrong dtype or shape, a missing field) is a miss: ``load`` logs one
+warning naming the file and returns None, the caller recomputes, and its ``save`` replaces the entry.
+
 The cache directory is ``$VIDTRIPLANE_CACHE/poses``, else ``poses/`` in the weight cache's root
 (``$VIDTRIPLANE_HOME``, else ``$XDG_CACHE_HOME/vidtriplane``, else ``~/.cache/vidtriplane``).
 """
@@ -14,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
@@ -23,7 +29,62 @@ import numpy as np
 
 from vidtriplane.weights.store import atomic_write_text, cache_dir, sha256_file
 
+log = logging.getLogger(__name__)
+
 CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What one stored per-frame array must look like: ``[n_frames, *trailing]`` of ``dtype``."""
+
+    trailing: tuple[int, ...]
+    """Shape after the frame axis."""
+    dtype: str
+    """``float32`` or ``bool``; float arrays of another width are converted, other kinds are rejected."""
+    finite: bool
+    """Every value must be finite (no NaN/inf); False allows NaN (but not inf), e.g. landmarks of no face."""
+
+
+#: the per-frame geometry a pose cache entry holds (the fields of ``stages.preprocess.geometry``)
+GEOMETRY: dict[str, FieldSpec] = {
+    "landmarks": FieldSpec((68, 2), "float32", finite=False),  # NaN where no face was found
+    "face_found": FieldSpec((), "bool", finite=True),
+    "held": FieldSpec((), "bool", finite=True),
+    "confidence": FieldSpec((), "float32", finite=True),
+    "crop_matrix": FieldSpec((2, 3), "float32", finite=True),
+    "labels": FieldSpec((25,), "float32", finite=True),
+    "fallback": FieldSpec((), "bool", finite=True),
+}
+
+
+def check_geometry(arrays: Mapping[str, Any], n_frames: Optional[int] = None,
+                   schema: Mapping[str, FieldSpec] = GEOMETRY) -> dict[str, np.ndarray]:
+    """The arrays in their canonical dtypes, or ValueError naming the first field that is wrong.
+
+    Checks: exactly the fields of ``schema``; ``[n_frames, *trailing]`` shapes (``n_frames`` defaults to
+    the first field's length, and must be at least 1); the dtype kind; finite values.
+    """
+    if set(arrays) != set(schema):
+        missing, extra = sorted(set(schema) - set(arrays)), sorted(set(arrays) - set(schema))
+        raise ValueError(f"fields differ from the expected ones (missing {missing}, unexpected {extra})")
+    out: dict[str, np.ndarray] = {}
+    for name, spec in schema.items():
+        value = np.asarray(arrays[name])
+        if n_frames is None:
+            n_frames = len(value) if value.ndim else 0
+        want = (n_frames, *spec.trailing)
+        if value.shape != want or n_frames < 1:
+            raise ValueError(f"field {name!r} has shape {list(value.shape)}, expected {list(want)} (one row per frame)")
+        if value.dtype.kind != np.dtype(spec.dtype).kind:
+            raise ValueError(f"field {name!r} is {value.dtype}, expected {spec.dtype}")
+        value = value.astype(spec.dtype, copy=False)
+        if value.dtype.kind == "f":
+            bad = ~np.isfinite(value) if spec.finite else np.isinf(value)
+            if bad.any():
+                raise ValueError(f"field {name!r} holds {int(bad.sum())} non-finite values")
+        out[name] = value
+    return out
 
 
 def default_cache_dir() -> Path:
@@ -73,52 +134,62 @@ class PoseCache:
         return self.directory / f"{key}.npz", self.directory / f"{key}.json"
 
     def load(self, input_hash: str, settings: Mapping[str, Any]) -> Optional[dict[str, np.ndarray]]:
-        """The stored arrays for this input + settings, or None (missing, stale or unreadable entry)."""
+        """The stored arrays for this input + settings, or None (no entry, or an unusable one: logged once)."""
         npz, meta_path = self.paths(cache_key(input_hash, settings))
-        if not (npz.is_file() and meta_path.is_file()):
+        if not (npz.exists() or meta_path.exists()):
             return None
         try:
-            meta = json.loads(meta_path.read_text())
-            if (
-                meta.get("version") != CACHE_VERSION
-                or meta.get("input_hash") != input_hash
-                or meta.get("settings_hash") != settings_hash(settings)
-            ):
-                return None
-            with np.load(npz, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, json.JSONDecodeError):
+            return _read_entry(npz, meta_path, input_hash, settings)
+        except Exception as exc:  # anything unreadable or invalid is a miss, never a failed run
+            reason = str(exc).strip() or type(exc).__name__
+            log.warning("pose cache entry %s is unusable (%s); ignoring it, it is replaced once this video's "
+                        "poses are computed again", npz, reason)
             return None
-        if any(len(v) != meta.get("n_frames") for v in arrays.values()):
-            return None
-        return arrays
 
     def save(
         self, input_hash: str, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray], **info: Any
     ) -> Path:
-        """Store per-frame arrays (all with the same first dimension); returns the .npz path."""
-        lengths = {len(v) for v in arrays.values()}
-        if len(lengths) != 1:
-            raise ValueError(f"pose cache arrays must all have one length per frame, got {sorted(lengths)}")
+        """Store per-frame arrays (the fields of :data:`GEOMETRY`, one row per frame); returns the .npz path."""
+        try:
+            arrays = check_geometry(arrays)
+        except ValueError as exc:
+            raise ValueError(f"cannot store pose cache arrays: {exc}") from None
         key = cache_key(input_hash, settings)
         npz, meta_path = self.paths(key)
         self.directory.mkdir(parents=True, exist_ok=True)
         # write to temporary names, then rename, so a crash never leaves a half entry behind
         fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".npz")
         os.close(fd)
-        np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+        np.savez_compressed(tmp, **arrays)
         os.replace(tmp, npz)
         meta = {
             "version": CACHE_VERSION,
             "input_hash": input_hash,
             "settings_hash": settings_hash(settings),
             "settings": settings,
-            "n_frames": lengths.pop(),
+            "n_frames": len(next(iter(arrays.values()))),
             "fields": sorted(arrays),
             **info,
         }
         atomic_write_text(meta_path, json.dumps(meta, indent=1, default=str))
         return npz
+
+
+def _read_entry(npz: Path, meta_path: Path, input_hash: str, settings: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Read and check one entry; any problem raises (the caller turns it into a miss)."""
+    meta = json.loads(meta_path.read_text())
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path.name} holds a {type(meta).__name__}, not an object")
+    if meta.get("version") != CACHE_VERSION:
+        raise ValueError(f"version {meta.get('version')!r}, expected {CACHE_VERSION}")
+    if meta.get("input_hash") != input_hash or meta.get("settings_hash") != settings_hash(settings):
+        raise ValueError("it was made for another input or other settings")
+    n_frames = meta.get("n_frames")
+    if not isinstance(n_frames, int) or isinstance(n_frames, bool) or n_frames < 1:
+        raise ValueError(f"n_frames is {n_frames!r}, not a positive integer")
+    with np.load(npz, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    return check_geometry(arrays, n_frames)
 
 
 def concat_geometry(parts: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:

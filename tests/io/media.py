@@ -35,17 +35,19 @@ def make_video(
     audio: bool = True,
     rotation: int = 0,
     movflags: str | None = None,
+    pix_fmt: str = "yuv420p",
 ) -> list[Fraction]:
     """Write a clip; returns the frame presentation times in seconds as written.
 
     ``vfr`` spaces frames irregularly (1, 2 or 3 periods of 1/fps, cycling) in a 1/(6 fps) time base.
+    ``codec="ffv1", pix_fmt="bgr0"`` is lossless: frames decode to exactly :func:`pattern`.
     """
     options = {"movflags": movflags} if movflags else {}
     out = av.open(target, "w", format=container, options=options)
     tb = Fraction(1, fps * 6) if vfr else Fraction(1, fps)
     stream = out.add_stream(codec, rate=fps)
     stream.width, stream.height = width, height
-    stream.pix_fmt = "yuv420p" if codec != "rawvideo" else "yuv420p"
+    stream.pix_fmt = pix_fmt
     stream.codec_context.time_base = tb
     if codec == "libx264":
         stream.options = {"preset": "ultrafast", "crf": "20"}
@@ -114,3 +116,51 @@ def probe(source: str | Path | BinaryIO, fmt: str | None = None, options: dict |
                 times.append(frame.pts * frame.time_base if frame.pts is not None else None)
         return {"times": times, "n": len(times), "size": size, "has_audio": has_audio,
                 "audio_packets": n_audio, "audio_codec": c.streams.audio[0].codec_context.name if has_audio else None}
+
+
+def make_video_with_pts(
+    target: str | Path | BinaryIO,
+    pts: list[int],
+    *,
+    container: str = "matroska",
+    time_base: Fraction = Fraction(1, 1000),
+    width: int = 64,
+    height: int = 48,
+) -> None:
+    """A lossless (ffv1, bgr0) clip whose frame ``i`` is ``pattern(i)`` stored with timestamp ``pts[i]``.
+
+    The timestamps may repeat or go backwards (what broken recorders write): each packet gets it as its
+    presentation time, with a decode time that still increases (``i`` ticks, so pts must be >= i).
+    """
+    out = av.open(target, "w", format=container)
+    stream = out.add_stream("ffv1", rate=25)
+    stream.width, stream.height, stream.pix_fmt = width, height, "bgr0"
+    stream.codec_context.time_base = time_base
+    stream.time_base = time_base
+    for i, p in enumerate(pts):
+        assert p >= i, "a packet's pts cannot precede its dts"
+        frame = av.VideoFrame.from_ndarray(pattern(i, height, width), format="rgb24")
+        frame.pts, frame.time_base = i, time_base
+        for packet in stream.encode(frame):  # ffv1 is intra-only: one packet per frame, in order
+            packet.pts, packet.time_base = p, time_base
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+    out.close()
+
+
+def which_pattern(image: np.ndarray, n: int) -> int:
+    """The ``i < n`` whose :func:`pattern` is closest to a decoded (possibly lossy) frame."""
+    h, w = image.shape[:2]
+    errors = [np.abs(image.astype(int) - pattern(i, h, w)).mean() for i in range(n)]
+    return int(np.argmin(errors))
+
+
+def decode(source: str | Path | BinaryIO, fmt: str | None = None) -> tuple[np.ndarray, list[Fraction]]:
+    """All video frames (RGB) and their times in seconds."""
+    with av.open(source, "r", format=fmt) as c:
+        frames, times = [], []
+        for frame in c.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            times.append(frame.pts * frame.time_base if frame.pts is not None else None)
+    return np.stack(frames), times

@@ -9,7 +9,11 @@
   matroska, mpegts, fragmented or faststart mp4) stream directly; a plain mp4 whose ``moov`` index comes
   after ``mdat`` is spooled to a temporary file first (it cannot be demuxed without seeking); raw frames
   need ``ReaderConfig(format="rawvideo", raw_size="WxH", raw_pix_fmt=..., raw_rate=...)``.
-* Exact presentation timestamps are kept (variable frame rate survives), in ``meta.time_base`` units.
+* Exact presentation timestamps are kept (variable frame rate survives), in ``meta.time_base`` units;
+  timestamps that repeat or go backwards are moved to just after the previous frame (one warning at the
+  end says how many), so ``pts`` always strictly increases.
+* Every frame has the first frame's size; a stream that changes size is an :class:`InputError` that
+  names the frame and says how to re-encode it.
 * The display matrix (phone videos) is applied: frames come out in display orientation.
 * Audio packets of the first audio stream are collected while demuxing and handed out with the batch
   whose frames they precede, so a writer can remux them without a second pass (works for pipes).
@@ -19,6 +23,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
+import shlex
 import shutil
 import struct
 import sys
@@ -30,6 +36,8 @@ from typing import BinaryIO, Iterator, Optional
 import numpy as np
 
 from vidtriplane.config.media import ReaderConfig
+from vidtriplane.errors import VidtriplaneError
+from vidtriplane.io.timestamps import MonotonicPts, repair_message
 from vidtriplane.types import FrameBatch, VideoMeta
 
 log = logging.getLogger(__name__)
@@ -49,7 +57,15 @@ PIPE_FORMATS = {
 }
 
 
-class InputError(RuntimeError):
+#: most bytes of mp4 boxes read from stdin before ``moov``/``mdat`` (ftyp, free, uuid... are small)
+MAX_MP4_HEAD = 64 << 20
+#: largest piece read from a stream at once
+_CHUNK = 1 << 20
+#: largest raw frame side accepted (FFmpeg's own limit is near 2**16 for RGB)
+MAX_RAW_SIDE = 1 << 15
+
+
+class InputError(VidtriplaneError, RuntimeError):
     """The input cannot be read as a video; the message says why and what to do."""
 
 
@@ -83,9 +99,10 @@ class _PrefixedStream(io.RawIOBase):
 
 
 def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes (fewer at the end of the stream), read in bounded chunks."""
     out = bytearray()
     while len(out) < n:
-        chunk = stream.read(n - len(out))
+        chunk = stream.read(min(n - len(out), _CHUNK))
         if not chunk:
             break
         out += chunk
@@ -95,18 +112,17 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
 def _mp4_index_position(stream: BinaryIO, head: bytearray) -> str:
     """Walk top-level ISO-BMFF boxes from a pipe until moov/moof/mdat; bytes read go into ``head``.
 
-    Returns "streamable" (moov or moof before mdat) or "index-at-end" (mdat first).
+    Returns "streamable" (moov or moof before mdat) or "index-at-end" (mdat first). Boxes before those
+    that claim more than :data:`MAX_MP4_HEAD` bytes are an InputError (they are never read into memory).
     """
     pos = 0
     while True:
-        while len(head) < pos + 16:
-            chunk = stream.read(pos + 16 - len(head))
-            if not chunk:
-                return "streamable"  # truncated: let the demuxer report it
-            head += chunk
+        head += _read_exact(stream, max(0, pos + 16 - len(head)))
+        if len(head) < pos + 8:
+            return "streamable"  # truncated: let the demuxer report it
         size, kind = struct.unpack(">I4s", bytes(head[pos : pos + 8]))
         header = 8
-        if size == 1:
+        if size == 1 and len(head) >= pos + 16:
             size = struct.unpack(">Q", bytes(head[pos + 8 : pos + 16]))[0]
             header = 16
         if kind in (b"moov", b"moof"):
@@ -114,11 +130,17 @@ def _mp4_index_position(stream: BinaryIO, head: bytearray) -> str:
         if kind == b"mdat":
             return "index-at-end"
         if size == 0 or size < header:
-            return "streamable"
-        need = pos + size
-        if need - len(head) > 0:
-            head += _read_exact(stream, need - len(head))
-        pos = need
+            return "streamable"  # "to the end of the file" or malformed: let the demuxer decide
+        if pos + size > MAX_MP4_HEAD:
+            name = kind.decode("latin-1")
+            raise InputError(
+                f"stdin: the mp4 box {name!r} at byte {pos} claims {size} bytes before any index (moov) or "
+                f"media (mdat); more than {MAX_MP4_HEAD >> 20} MiB of header boxes means the stream is corrupt "
+                "or not an mp4. Pass the file path instead of stdin, or remux it first: "
+                "ffmpeg -i in.mp4 -c copy -movflags +faststart fixed.mp4"
+            )
+        head += _read_exact(stream, pos + size - len(head))
+        pos += size
 
 
 def _open_stdin(stdin: BinaryIO, cfg: ReaderConfig) -> tuple[BinaryIO | str, Optional[str]]:
@@ -145,12 +167,42 @@ def _open_stdin(stdin: BinaryIO, cfg: ReaderConfig) -> tuple[BinaryIO | str, Opt
 
 def _parse_rate(text: str) -> Fraction:
     try:
-        rate = Fraction(text)
+        rate = Fraction(str(text).strip())
     except (ValueError, ZeroDivisionError):
-        raise InputError(f"frame rate {text!r} is not a number like 25 or 30000/1001") from None
+        raise InputError(f"--raw-rate {text!r} is not a frame rate like 25 or 30000/1001") from None
     if rate <= 0:
-        raise InputError(f"frame rate must be positive, got {text!r}")
+        raise InputError(f"--raw-rate must be positive, got {text!r}")
     return rate
+
+
+def check_raw_options(cfg: ReaderConfig) -> tuple[int, int, Fraction]:
+    """Validate ``raw_size`` / ``raw_pix_fmt`` / ``raw_rate`` of a rawvideo input: (width, height, rate).
+
+    Raises :class:`InputError` with a message that names the option and what it expects.
+    """
+    import av
+
+    if not cfg.raw_size:
+        raise InputError("rawvideo input needs its frame size: --raw-size WIDTHxHEIGHT (e.g. 640x480)")
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(cfg.raw_size))
+    if not match:
+        raise InputError(f"--raw-size {cfg.raw_size!r} is not WIDTHxHEIGHT in pixels (e.g. 640x480)")
+    width, height = int(match[1]), int(match[2])
+    if not (0 < width <= MAX_RAW_SIDE and 0 < height <= MAX_RAW_SIDE):
+        raise InputError(f"--raw-size {cfg.raw_size!r}: width and height must be between 1 and {MAX_RAW_SIDE}")
+    try:
+        fmt = av.VideoFormat(cfg.raw_pix_fmt)
+    except (ValueError, TypeError):
+        raise InputError(f"--raw-pix-fmt {cfg.raw_pix_fmt!r} is not a pixel format FFmpeg knows "
+                         "(e.g. rgb24, bgr24, yuv420p, gray; `ffmpeg -pix_fmts` lists them)") from None
+    if fmt.bits_per_pixel == 0 or fmt.has_palette or fmt.is_bit_stream:
+        raise InputError(f"--raw-pix-fmt {cfg.raw_pix_fmt!r} cannot be read as raw frames; use a plain layout "
+                         "such as rgb24, bgr24, yuv420p or gray")
+    sub_w, sub_h = 256 // fmt.chroma_width(256), 256 // fmt.chroma_height(256)
+    if width % sub_w or height % sub_h:
+        raise InputError(f"--raw-size {width}x{height}: {fmt.name} stores colour at 1/{sub_w} x 1/{sub_h} "
+                         f"resolution, so the width must be a multiple of {sub_w} and the height of {sub_h}")
+    return width, height, _parse_rate(cfg.raw_rate)
 
 
 def _rotate(image: np.ndarray, degrees: int) -> np.ndarray:
@@ -169,14 +221,12 @@ class VideoReader:
         self.source = str(source)
         self._spool: Optional[str] = None
         self._container = None
-        label = "stdin" if self.source == "-" else self.source
+        self._label = label = "stdin" if self.source == "-" else self.source
         fmt = PIPE_FORMATS.get(cfg.format, cfg.format) if cfg.format else None
         options: dict[str, str] = {}
         if fmt == "rawvideo":
-            if not cfg.raw_size:
-                raise InputError("rawvideo input needs its frame size: --raw-size WIDTHxHEIGHT")
-            options = {"video_size": cfg.raw_size, "pixel_format": cfg.raw_pix_fmt,
-                       "framerate": str(_parse_rate(cfg.raw_rate))}
+            width, height, rate = check_raw_options(cfg)
+            options = {"video_size": f"{width}x{height}", "pixel_format": cfg.raw_pix_fmt, "framerate": str(rate)}
         if self.source == "-":
             target, self._spool = _open_stdin(stdin or sys.stdin.buffer, cfg)
         else:
@@ -217,7 +267,7 @@ class VideoReader:
             self.close()
             raise InputError(f"{label} has a video stream but no decodable frames") from None
         self._first = first
-        self.meta = self._make_meta(first, label)
+        self.meta = self._make_meta(first)
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -225,7 +275,7 @@ class VideoReader:
         """The input audio stream whose packets are handed out (a template for the writer), or None."""
         return self._audio
 
-    def _make_meta(self, first, label: str) -> VideoMeta:
+    def _make_meta(self, first) -> VideoMeta:
         stream = self._video
         rotation = int(getattr(first, "rotation", 0) or 0)
         width, height = first.width, first.height
@@ -235,9 +285,7 @@ class VideoReader:
             fps = _parse_rate(self.cfg.raw_rate)
         else:
             fps = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
-        n = stream.frames or None
-        if self.source == "-":
-            n = None
+        n = (stream.frames or None) if self.source != "-" else None
         return VideoMeta(
             width=width,
             height=height,
@@ -265,8 +313,7 @@ class VideoReader:
                 for frame in packet.decode():
                     yield frame
         except av.error.FFmpegError as exc:
-            raise InputError(f"{self.source if self.source != '-' else 'stdin'} is corrupt or truncated "
-                             f"while decoding: {exc.strerror or exc}") from None
+            raise InputError(f"{self._label} is corrupt or truncated while decoding: {exc.strerror or exc}") from None
 
     def batches(self, size: int) -> Iterator[FrameBatch]:
         """Yield FrameBatch(meta, index, pts, frames) of ``size`` frames (the last may be shorter).
@@ -280,23 +327,37 @@ class VideoReader:
         frames: list[np.ndarray] = []
         pts: list[int] = []
         index = 0
-        last_pts: Optional[int] = None
-        source = self._chain_first()
-        for frame in source:
-            p = frame.pts
-            if p is None:
-                p = (last_pts + step) if last_pts is not None else 0
-            last_pts = p
-            image = frame.to_ndarray(format="rgb24")
-            rotation = int(getattr(frame, "rotation", 0) or 0)
-            frames.append(_rotate(image, rotation))
-            pts.append(int(p))
-            if len(frames) == size:
+        fix = MonotonicPts()
+        try:
+            for n, frame in enumerate(self._chain_first()):
+                p = frame.pts
+                if p is None:  # no timestamp: one nominal frame after the previous one
+                    p = (fix.last + step) if fix.last is not None else 0
+                image = _rotate(frame.to_ndarray(format="rgb24"), int(getattr(frame, "rotation", 0) or 0))
+                self._check_size(n, image)
+                frames.append(image)
+                pts.append(fix(p))
+                if len(frames) == size:
+                    yield self._make_batch(index, pts, frames)
+                    index += len(frames)
+                    frames, pts = [], []
+            if frames:
                 yield self._make_batch(index, pts, frames)
-                index += len(frames)
-                frames, pts = [], []
-        if frames:
-            yield self._make_batch(index, pts, frames)
+        finally:
+            if fix.repaired:
+                log.warning(repair_message(fix.repaired, index + len(frames), self._label))
+
+    def _check_size(self, n: int, image: np.ndarray) -> None:
+        """Every frame must have the first frame's (display) size; frame ``n`` counts from 0."""
+        h, w = image.shape[:2]
+        if (w, h) == (self.meta.width, self.meta.height):
+            return
+        src = shlex.quote(self.source)
+        raise InputError(
+            f"{self._label}: the frame size changes at frame {n} from {self.meta.width}x{self.meta.height} "
+            f"to {w}x{h}; vidtriplane needs one size for the whole video. Re-encode it to a fixed size first, "
+            f"e.g. ffmpeg -i {src} -vf scale={self.meta.width}:{self.meta.height} -c:a copy fixed.mp4"
+        )
 
     def _chain_first(self) -> Iterator:
         if self._first is not None:
@@ -306,10 +367,6 @@ class VideoReader:
 
     def _make_batch(self, start: int, pts: list[int], frames: list[np.ndarray]) -> FrameBatch:
         audio, self._pending_audio = self._pending_audio, []
-        shapes = {f.shape for f in frames}
-        if len(shapes) != 1:
-            raise InputError(f"{self.source}: the frame size changes mid-stream ({sorted(shapes)}); "
-                             "re-encode it to one size first")
         return FrameBatch(
             meta=self.meta,
             index=np.arange(start, start + len(frames), dtype=np.int64),
