@@ -348,3 +348,13 @@ def test_out_of_memory_message(tmp_path, clip, monkeypatch):
     assert result.exit_code == 1
     assert "ran out of memory" in result.stderr and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--raw-size", "abc", "--raw-size"), ("--raw-pix-fmt", "nope", "pixel format"), ("--raw-rate", "0", "rate")])
+def test_bad_raw_options_are_usage_errors_before_any_work(tmp_path, flag, value, message):
+    args = ["-", "-o", str(tmp_path / "o.mp4"), "--input-format", "rawvideo", "--raw-size", "64x64", *TINY]
+    args += [flag, value]
+    result = run_cli(*args, stdin=b"\0" * 64 * 64 * 3)
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "GENERATED" not in result.stderr

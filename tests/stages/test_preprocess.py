@@ -112,3 +112,16 @@ def test_face_cut_by_the_frame_edge(models):
                           pp.PreprocessConfig(hold_frames=0))
     assert out.face_found.tolist() == [True, False] and state.counts == (2, 1, 0, 1)
     assert out.crops[0][:, :40].max() == 0 and out.crops[0][:, 300:].max() > 0  # black beyond the frame edge
+
+
+def test_a_pose_cache_shorter_than_the_video_falls_back_to_live_geometry(models, clip):
+    cfg = pp.PreprocessConfig()
+    live = pp.Preprocessor(models, cfg)
+    full = [live(batch_of(clip[s:s + 4], s)) for s in range(0, 16, 4)]
+    assert live.new_geometry is not None and len(live.new_geometry["labels"]) == 16
+    short = {k: v[:8] for k, v in live.new_geometry.items()}  # a stale entry covering half the video
+    cached = pp.Preprocessor(models, cfg, cached=short)
+    outs = [cached(batch_of(clip[s:s + 4], s)) for s in range(0, 16, 4)]
+    np.testing.assert_array_equal(_cat(outs[:2], "labels"), _cat(full[:2], "labels"))  # from the cache
+    assert _cat(outs, "labels").shape == (16, 25) and _cat(outs[2:], "face_found")[1:].all()  # computed live
+    assert cached.new_geometry is None  # an entry mixed from two sources is never stored

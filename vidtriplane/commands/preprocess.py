@@ -201,8 +201,8 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
     report = {"input": source, "cache_hit": cached is not None, **runner.counts, "no_face": missing}
     (out_dir / "preprocess.json").write_text(json.dumps(report, indent=1))
     (out_dir / "preprocess.yaml").write_text(dump(cfg))
-    if store is not None and cached is None and runner.geometry_parts:
-        store.save(input_hash, settings, pose_cache.concat_geometry(runner.geometry_parts), source=source)
+    if store is not None and runner.new_geometry is not None:
+        store.save(input_hash, settings, runner.new_geometry, source=source)
     counts = runner.counts
     log.info("%d frames: %d with a face, %d held, %d fallback -> %s", counts["frames"], counts["faces"],
              counts["held"], counts["fallback"], out_dir)

@@ -134,6 +134,8 @@ def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrid
     except click.BadParameter as exc:
         raise click.UsageError(str(exc)) from None
     cfg = resolve("render", pipeline=pipeline, configs=configs, flags=flags, overrides=overrides)
+    if cfg.input.format == "rawvideo":
+        _check_raw_input(cfg)
     folder_input = src != "-" and Path(src).is_dir()
     task = RenderTask(cfg, save_report=report, save_config=not folder_input, progress=not quiet)
     jobs, folder = plan(src, dst, recursive=recursive, suffix=folder_suffix(cfg.output.format),
@@ -158,6 +160,17 @@ def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrid
         log_summary(summary)
     if not summary.ok:
         sys.exit(1)
+
+
+def _check_raw_input(cfg) -> None:
+    """--raw-size / --raw-pix-fmt / --raw-rate checked before anything loads (a usage error, exit 2)."""
+    from vidtriplane.errors import UsageError
+    from vidtriplane.io.reader import InputError, check_raw_options
+
+    try:
+        check_raw_options(cfg.input)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _write_folder_report(dst: str, summary, wanted: bool) -> None:

@@ -344,6 +344,7 @@ class VideoReader:
             if frames:
                 yield self._make_batch(index, pts, frames)
         finally:
+            self.repaired_timestamps = fix.repaired
             if fix.repaired:
                 log.warning(repair_message(fix.repaired, index + len(frames), self._label))
 

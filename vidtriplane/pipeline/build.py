@@ -176,7 +176,6 @@ class Prepare:
         self.cfg = cfg
         self._runner: Optional[Callable[[FrameBatch], FrameBatch]] = None
         self._cache_key: Optional[tuple[str, dict]] = None
-        self._cached = False
         if "aligned" in cfg.stages:
             return
         from vidtriplane.stages import preprocess
@@ -190,7 +189,6 @@ class Prepare:
             if cached is not None:
                 log.info("pose cache hit for %s: skipping face detection and pose estimation", source)
         self._runner = preprocess.Preprocessor(models.preprocess, cfg.preprocess, cached=cached)
-        self._cached = cached is not None
 
     def __call__(self, batch: FrameBatch) -> FrameBatch:
         if self._runner is None:
@@ -199,11 +197,12 @@ class Prepare:
 
     def finish(self, source: str | Path) -> None:
         """Store the geometry of a completed video in the pose cache (a miss only)."""
-        if self._cache_key is None or self._cached or not self._runner.geometry_parts:
+        geometry = None if self._cache_key is None else self._runner.new_geometry
+        if geometry is None:
             return
-        from vidtriplane.cache import PoseCache, concat_geometry
+        from vidtriplane.cache import PoseCache
 
-        PoseCache().save(*self._cache_key, concat_geometry(self._runner.geometry_parts), source=str(source))
+        PoseCache().save(*self._cache_key, geometry, source=str(source))
 
 
 class Infer:

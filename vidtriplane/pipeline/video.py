@@ -79,7 +79,7 @@ def render_video(
         chain.prepare.finish(meta.source)
         for writer in writers.values():
             writer.close(ok=True)
-        report.repaired_timestamps = max((getattr(w, "repaired", 0) for w in writers.values()), default=0)
+        report.repaired_timestamps = getattr(reader, "repaired_timestamps", 0)
     finally:
         if bar is not None:
             bar.close()

@@ -17,16 +17,19 @@ camera label. Either way the frame is counted in ``fallback``.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import numpy as np
 
+from vidtriplane.cache import GEOMETRY, concat_geometry
 from vidtriplane.config.preprocess import PreprocessConfig
 from vidtriplane.stages import align, landmarks, matting, pose, smooth
 from vidtriplane.types import FrameBatch
 
-GEOMETRY_FIELDS = ("landmarks", "face_found", "held", "confidence", "crop_matrix", "labels", "fallback")
+GEOMETRY_FIELDS = tuple(GEOMETRY)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -226,11 +229,16 @@ class Preprocessor:
         self.models, self.cfg, self.cached = models, cfg, cached
         self.state = PreprocessState()
         self.geometry_parts: list[dict[str, np.ndarray]] = []
+        self._complete = True
 
     def __call__(self, batch: FrameBatch) -> FrameBatch:
+        if self.cached is not None and int(batch.index[-1]) >= len(self.cached["labels"]):
+            log.warning("the pose cache entry holds %d frames but the input has more; computing the geometry "
+                        "from frame %d on", len(self.cached["labels"]), int(batch.index[0]))
+            self.cached = None
+            self.geometry_parts = []  # an incomplete video's geometry is not stored
+            self._complete = False
         if self.cached is not None:
-            if int(batch.index[-1]) >= len(self.cached["labels"]):
-                raise ValueError("the pose cache holds fewer frames than the input; delete the cache entry")
             geo = {k: v[batch.index] for k, v in self.cached.items()}
             c = self.state.counts
             self.state = replace(self.state, counts=(
@@ -240,6 +248,13 @@ class Preprocessor:
             geo, self.state = geometry(batch, self.state, self.models, self.cfg)
             self.geometry_parts.append(geo)
         return with_geometry(batch, geo, self.models, self.cfg)
+
+    @property
+    def new_geometry(self) -> Optional[dict[str, np.ndarray]]:
+        """The whole video's geometry when it was computed here (what the pose cache stores), else None."""
+        if not self._complete or not self.geometry_parts:
+            return None
+        return concat_geometry(self.geometry_parts)
 
     @property
     def counts(self) -> dict[str, int]:
