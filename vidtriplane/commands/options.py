@@ -1,7 +1,8 @@
 """Click options shared by the commands, defined once (``@config_options("render")`` etc.)."""
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Any, Callable, Optional
 
 import click
 
@@ -50,3 +51,60 @@ def verbosity_options(fn: Callable) -> Callable:
         click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only; no progress bar."),
         click.option("-v", "--verbose", is_flag=True, help="Debug messages, and the traceback of an error."),
     )(fn)
+
+
+def engine_options(*, segments: bool = False) -> Decorator:
+    """``--engine local|ray`` and the Ray options (``--address``, ``--workers``, ``--gpus-per-worker``,
+    ``--cpus-per-worker``; ``--segment-frames`` where a video can be cut). The command receives one
+    ``engine`` argument, a :class:`~vidtriplane.runners.engine.Engine`."""
+    options = [
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="local: this process; ray: Ray workers on this machine or a cluster (pip install "
+                          "'vidtriplane[ray]'). Ray needs inputs and outputs on storage every node shares."),
+        click.option("--address", default=None, metavar="ADDRESS",
+                     help="Ray cluster to join (auto, HOST:PORT) [$RAY_ADDRESS, else start Ray here]."),
+        click.option("--workers", type=click.IntRange(0), default=None,
+                     help="Ray workers, each loading the models once [0: as many as the cluster holds]."),
+        click.option("--gpus-per-worker", type=click.FloatRange(0), default=None,
+                     help="GPUs per Ray worker; fractions share a GPU [1 if the cluster has GPUs, else 0]."),
+        click.option("--cpus-per-worker", type=click.FloatRange(0), default=None, help="CPUs per Ray worker [1]."),
+    ]
+    if segments:
+        options.append(click.option(
+            "--segment-frames", type=click.IntRange(0), default=None,
+            help="Ray: cut videos into segments of N frames (rounded up to the batch size), rendered by "
+                 "different workers and stitched into one output identical to a local run. [a single video: "
+                 "two segments per worker; folders: whole videos]; 0: never cut."))
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def command(*args: Any, engine: str, address: Optional[str], workers: Optional[int],
+                    gpus_per_worker: Optional[float], cpus_per_worker: Optional[float],
+                    segment_frames: Optional[int] = None, **kwargs: Any) -> Any:
+            return fn(*args, engine=make_engine(engine, address, workers, gpus_per_worker, cpus_per_worker,
+                                                segment_frames, kwargs), **kwargs)
+
+        return _stack(*options)(command)
+
+    return decorate
+
+
+def make_engine(name: str, address: Optional[str], workers: Optional[int], gpus_per_worker: Optional[float],
+                cpus_per_worker: Optional[float], segment_frames: Optional[int], others: dict):
+    """The Engine of the options (Ray options with ``--engine local`` are a usage error)."""
+    import logging
+
+    from vidtriplane.runners.engine import Engine, RayOptions
+
+    given = {"--address": address, "--workers": workers, "--gpus-per-worker": gpus_per_worker,
+             "--cpus-per-worker": cpus_per_worker, "--segment-frames": segment_frames}
+    if name == "local":
+        used = [flag for flag, value in given.items() if value is not None]
+        if used:
+            raise click.UsageError(f"{', '.join(used)} only apply to --engine ray")
+        return Engine("local")
+    level = logging.DEBUG if others.get("verbose") else logging.WARNING
+    return Engine("ray", RayOptions(address=address, workers=workers or 0, gpus_per_worker=gpus_per_worker,
+                                    cpus_per_worker=1.0 if cpus_per_worker is None else cpus_per_worker,
+                                    segment_frames=segment_frames, progress=not others.get("quiet"),
+                                    log_level=level))

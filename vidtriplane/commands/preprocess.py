@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import click
 
 from vidtriplane.commands.common import setup_logging
-from vidtriplane.commands.options import config_options, verbosity_options
+from vidtriplane.commands.options import config_options, engine_options, verbosity_options
 from vidtriplane.runners.jobs import PlanError
 
 log = logging.getLogger("vidtriplane")
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+FOLDER_REPORT_NAME = "vidtriplane-preprocess.report.json"
 
 
 def resolve_config(configs: tuple[str, ...], overrides: tuple[str, ...], matting: Optional[bool], official: bool):
@@ -73,6 +73,8 @@ Examples:
   vidtriplane preprocess photos/ -o data/photos --official --mirror
   ffmpeg -i in.mov -f nut - | vidtriplane preprocess - -o data/clip
   vidtriplane preprocess talk.mp4 -o out --matting --set matting.background=[0,0,0]
+  vidtriplane preprocess talks/ -r -o datasets/             # one dataset folder per video
+  vidtriplane preprocess talks/ -r -o datasets/ --engine ray --workers 8
 """,
 )
 @click.argument("input", type=str)
@@ -90,49 +92,89 @@ Examples:
                    "(~/.cache/vidtriplane)]")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the pose cache.")
 @click.option("--input-format", type=str, help="Container format of stdin (nut, y4m, matroska, mpegts, mp4).")
-@click.option("--overwrite", is_flag=True, help="Replace an output folder that already holds files.")
+@click.option("--overwrite", is_flag=True, help="Replace an output folder that already holds files (folders of "
+                                                  "videos: redo finished datasets).")
+@click.option("-r", "--recursive", is_flag=True, help="Folder of videos: include subfolders.")
+@engine_options()
 @verbosity_options
 def command(input: str, output: str, configs, overrides, dry_run, matting, official, mirror, batch_size, cache_dir,
-            no_cache, input_format, overwrite, quiet, verbose) -> None:
+            no_cache, input_format, overwrite, recursive, engine, quiet, verbose) -> None:
     """Write aligned 512x512 face crops (PNG) and dataset.json camera labels for INPUT.
 
-    INPUT is a video file, a folder of images, or - for a video on stdin. Every input frame gives one
-    crop: frames without a face hold the last good crop and pose, then fall back (counted, listed in
-    preprocess.json). dataset.json has the official format {"labels": [[name, [25 floats]], ...]}.
+    INPUT is a video file, a folder of images, a folder of videos (one dataset folder per video:
+    OUTPUT/<relative path without suffix>/, finished ones are skipped), or - for a video on stdin. Every
+    input frame gives one crop: frames without a face hold the last good crop and pose, then fall back
+    (counted, listed in preprocess.json). dataset.json has the official format
+    {"labels": [[name, [25 floats]], ...]}.
     """
     from vidtriplane.config import dump
+    from vidtriplane.runners.jobs import Job, check_writable
+    from vidtriplane.runners.preprocess import PreprocessTask
 
     setup_logging(quiet, verbose)
     cfg = resolve_config(configs, overrides, matting, official)
     if dry_run:
         click.echo(dump(cfg), nl=False)
         return
+    task = PreprocessTask(cfg, mirror=mirror, batch_size=batch_size, cache_dir=cache_dir, use_cache=not no_cache,
+                          input_format=input_format)
+    if input != "-" and Path(input).is_dir() and _holds_videos(Path(input), recursive):
+        _run_folder(input, output, task, engine, recursive=recursive, overwrite=overwrite)
+        return
     out = Path(output)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise PlanError(f"output folder {out} already holds files; pass --overwrite to replace it")
     if input != "-" and not Path(input).exists():
         raise PlanError(f"input {input} does not exist (give a video, an image folder, or - for stdin)")
-    from vidtriplane.runners.jobs import check_writable
-
+    job = Job(input, output, (output,))
+    engine.check([job])
     check_writable(out)
-    partial = out.with_name(f".{out.name}.partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    try:
-        run(input, partial, cfg, mirror=mirror, batch_size=batch_size, cache_dir=cache_dir,
-            use_cache=not no_cache, input_format=input_format)
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
-    finally:
-        if partial.exists():
-            shutil.rmtree(partial, ignore_errors=True)
+    engine.run([job], task, folder=False, overwrite=True)
     log.info("wrote %s", out)
 
 
+def _holds_videos(folder: Path, recursive: bool) -> bool:
+    """A folder of videos (True) or of images (False; also when it holds neither: run() says so)."""
+    from vidtriplane.runners.jobs import VIDEO_EXTENSIONS
+
+    top = [p for p in folder.iterdir() if p.is_file()]
+    images = any(p.suffix.lower() in IMAGE_EXTENSIONS for p in top)
+    files = folder.glob("**/*") if recursive else top
+    videos = any(p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file() for p in files)
+    if images and videos:
+        raise PlanError(f"{folder} holds both images and videos; put the images (one dataset) and the videos "
+                        "(one dataset each) in separate folders")
+    return videos
+
+
+def _run_folder(src: str, dst: str, task, engine, *, recursive: bool, overwrite: bool) -> None:
+    """One dataset folder per video, through the engine's runner; failures are reported, the rest finish."""
+    import json
+    import sys
+
+    from vidtriplane.runners.jobs import check_outputs_writable, plan
+    from vidtriplane.runners.local import log_summary
+    from vidtriplane.weights.store import atomic_write_text
+
+    jobs, _ = plan(src, dst, recursive=recursive, suffix="", outputs_of=task.outputs)
+    engine.check(jobs)
+    check_outputs_writable(jobs, dst)
+    summary = engine.run(jobs, task, folder=True, overwrite=overwrite)
+    log_summary(summary)
+    if not summary.ok:
+        path = Path(dst) / FOLDER_REPORT_NAME
+        atomic_write_text(path, json.dumps(summary.to_dict(), indent=1, default=str) + "\n")
+        log.info("folder report: %s", path)
+        sys.exit(1)
+
+
 def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: int = 16,
-        cache_dir: Optional[str] = None, use_cache: bool = True, input_format: Optional[str] = None) -> dict:
-    """Preprocess ``source`` into ``out_dir``; returns the report written to preprocess.json."""
+        cache_dir: Optional[str] = None, use_cache: bool = True, input_format: Optional[str] = None,
+        models=None) -> dict:
+    """Preprocess ``source`` into ``out_dir``; returns the report written to preprocess.json.
+
+    ``models``: a ``runners.preprocess.PreprocessModels`` kept across inputs (None: loaded here).
+    """
     import cv2
     import numpy as np
     import torch
@@ -184,7 +226,8 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
     try:
         if not folder:
             reader = open_video(source, ReaderConfig(format=input_format, audio=False))
-        runner = pp.Preprocessor(pp.load_models(cfg, geometry=cached is None), cfg, cached)
+        loaded = models.get(geometry=cached is None) if models is not None else pp.load_models(cfg, geometry=cached is None)
+        runner = pp.Preprocessor(loaded, cfg, cached)
         if folder:
             for batch in _image_batches(files):
                 runner.state = pp.PreprocessState(counts=runner.state.counts)  # unrelated photos: no tracking

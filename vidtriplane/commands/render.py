@@ -9,8 +9,8 @@ from typing import Any, Optional
 import click
 
 from vidtriplane.commands.common import setup_logging
-from vidtriplane.commands.options import (batch_size_option, config_options, device_option, report_option,
-                                          verbosity_options)
+from vidtriplane.commands.options import (batch_size_option, config_options, device_option, engine_options,
+                                          report_option, verbosity_options)
 
 log = logging.getLogger("vidtriplane")
 
@@ -108,10 +108,11 @@ def folder_suffix(fmt: Optional[str]) -> str:
 @click.option("-r", "--recursive", is_flag=True, help="Folder input: include subfolders.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (folders: redo finished files).")
 @report_option
+@engine_options(segments=True)
 @verbosity_options
 def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrides: tuple[str, ...],
             dry_run: bool, recursive: bool, overwrite: bool, report: bool, quiet: bool, verbose: bool,
-            **flag_values: Any) -> None:
+            engine, **flag_values: Any) -> None:
     """Render INPUT (a video, a folder of videos, or - for stdin) from novel cameras.
 
     \b
@@ -122,6 +123,8 @@ def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrid
       vidtriplane render clips/ -r -o rendered/            # resumes: finished files are skipped
       ffmpeg -i in.mp4 -f nut - | vidtriplane render - -o - --format nut | ffmpeg -i - out.mp4
       vidtriplane render in.mp4 -o out.mp4 --set render.depth_samples=48 --dry-run
+      vidtriplane render clips/ -r -o rendered/ --engine ray --gpus-per-worker 1
+      vidtriplane render long.mp4 -o out.mp4 --engine ray --address auto --segment-frames 1000
     """
     setup_logging(quiet, verbose)
     from vidtriplane.config import dump, resolve
@@ -137,7 +140,7 @@ def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrid
     if cfg.input.format == "rawvideo":
         _check_raw_input(cfg)
     folder_input = src != "-" and Path(src).is_dir()
-    task = RenderTask(cfg, save_report=report, save_config=not folder_input, progress=not quiet)
+    task = RenderTask(cfg, save_report=report, save_config=not folder_input, progress=not quiet and engine.local)
     jobs, folder = plan(src, dst, recursive=recursive, suffix=folder_suffix(cfg.output.format),
                         outputs_of=task.outputs)
     for job in jobs:
@@ -147,17 +150,22 @@ def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrid
         for job in jobs:
             click.echo(f"{job.source} -> {', '.join(job.outputs) or job.target}", err=True)
         return
+    engine.check(jobs)
     check_outputs_writable(jobs, dst if folder else None)
-    from vidtriplane.runners.local import log_summary, pending, run_local
+    from vidtriplane.runners.local import log_summary, pending
 
     if folder:
         if pending(jobs, folder=True, overwrite=overwrite)[0]:
             Path(dst).mkdir(parents=True, exist_ok=True)
             (Path(dst) / FOLDER_CONFIG_NAME).write_text(dump(cfg))
-    summary = run_local(jobs, task, folder=folder, overwrite=overwrite)
+    summary = engine.run(jobs, task, folder=folder, overwrite=overwrite)
     if folder:
         _write_folder_report(dst, summary, report)
         log_summary(summary)
+    if not engine.local:
+        from vidtriplane.runners.ray import log_workers
+
+        log_workers(summary)
     if not summary.ok:
         sys.exit(1)
 

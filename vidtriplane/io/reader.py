@@ -376,6 +376,24 @@ class VideoReader:
             extras={"audio_packets": audio},
         )
 
+    def seek(self, pts: int) -> None:
+        """Continue decoding from the keyframe at or before ``pts`` (video time-base units; files only).
+
+        The next :meth:`batches` starts at that keyframe, so frames before ``pts`` come out too: the caller
+        drops them by timestamp (where the keyframe is, is only known once decoded). ``meta`` is kept.
+        """
+        if self._container is None or self.source == "-":
+            raise InputError(f"{self._label} cannot be seeked (stdin, or closed)")
+        import av
+
+        try:
+            self._container.seek(int(pts), stream=self._video, backward=True, any_frame=False)
+        except av.error.FFmpegError as exc:
+            raise InputError(f"cannot seek in {self._label}: {exc.strerror or exc}") from None
+        self._first = None
+        self._pending_audio = []
+        self._frames = self._decode()
+
     def remaining_audio(self) -> list:
         """Audio packets demuxed after the last video frame (call once the batches are exhausted)."""
         audio, self._pending_audio = self._pending_audio, []

@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import BinaryIO, Callable, Optional
 
 from vidtriplane.config.render import PipelineConfig
 from vidtriplane.io.reader import open_video
@@ -36,8 +36,11 @@ def render_video(
     progress: bool = True,
     stdin: BinaryIO | None = None,
     stdout: BinaryIO | None = None,
+    on_frames: Optional[Callable[[int], None]] = None,
 ) -> RunReport:
     """Render one video ``source`` (path or "-") into ``target`` (path or "-"); see the module docstring.
+
+    ``on_frames(n)`` is called with the number of frames each time a batch is written (a runner's progress).
 
     Raises ``InputError``, ``OutputError``, ``PipelineError`` or ``OutOfMemory`` (all VidtriplaneErrors).
     """
@@ -69,6 +72,8 @@ def render_video(
                 writer.write(batch.outputs[name], batch.pts)
                 writer.write_audio(batch.extras.get("audio_packets", ()))
             bar.update(len(batch))
+            if on_frames is not None:
+                on_frames(len(batch))
 
         def write_audio(packets: list) -> None:
             for writer in writers.values():

@@ -69,6 +69,22 @@ class RunSummary:
                 "jobs": [r.to_dict() for r in self.results]}
 
 
+def failure(job: Job, exc: BaseException, seconds: float) -> JobResult:
+    """A failed job: the message of a VidtriplaneError; for anything else (a bug) the traceback too."""
+    if isinstance(exc, VidtriplaneError):
+        return JobResult(job, "failed", seconds, error=str(exc))
+    return JobResult(job, "failed", seconds, error=f"unexpected {type(exc).__name__}: {exc}",
+                     traceback="".join(traceback.format_exception(exc)))
+
+
+def log_failure(result: JobResult) -> None:
+    """One error line for a failed job."""
+    if result.traceback is None:
+        log.error("%s failed: %s", result.job.source, result.error)
+    else:
+        log.error("%s failed with an %s (traceback in the report)", result.job.source, result.error)
+
+
 def pending(jobs: list[Job], *, folder: bool, overwrite: bool) -> tuple[list[Job], list[Job]]:
     """(jobs to run, finished jobs to skip). A single job whose output exists needs ``overwrite``."""
     todo, skipped = [], []
@@ -104,18 +120,11 @@ def run_local(jobs: list[Job], task: Task, *, folder: bool, overwrite: bool,
             report = task.run(job, models)
         except (KeyboardInterrupt, SystemExit, BrokenPipeError):
             raise
-        except VidtriplaneError as exc:
+        except Exception as exc:  # bad input or a bug: record it and go on with the other videos
             if not folder:
                 raise
-            result = JobResult(job, "failed", time.perf_counter() - start, error=str(exc))
-            log.error("%s failed: %s", job.source, exc)
-        except Exception as exc:  # a bug: record it with its traceback and go on with the other videos
-            if not folder:
-                raise
-            result = JobResult(job, "failed", time.perf_counter() - start,
-                               error=f"unexpected {type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-            log.error("%s failed with an unexpected %s: %s (traceback in the report)", job.source,
-                      type(exc).__name__, exc)
+            result = failure(job, exc, time.perf_counter() - start)
+            log_failure(result)
         else:
             result = JobResult(job, "done", time.perf_counter() - start, report=report)
         summary.results.append(result)

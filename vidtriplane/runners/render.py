@@ -10,7 +10,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from vidtriplane.config.base import dump
 from vidtriplane.config.render import ModelConfig, PipelineConfig
@@ -75,22 +75,59 @@ class RenderTask:
                                      "generated, whose output is meaningless.)") from None
         return load_models(self.cfg, weights)
 
-    def run(self, job: Job, models) -> dict:
+    def run(self, job: Job, models, on_frames: Optional[Callable[[int], None]] = None) -> dict:
         from vidtriplane.pipeline import render_video
 
-        report = render_video(job.source, job.target, models, self.cfg, progress=self.progress)
+        report = render_video(job.source, job.target, models, self.cfg, progress=self.progress, on_frames=on_frames)
         if models.generated:
             log.warning("%s was rendered with GENERATED weights: not a real reconstruction", job.target)
         log.info("%s: %d frames in %.1f s (%.2f frames/s)", job.target, report.frames, report.seconds, report.fps)
+        self.write_sidecars(job, report.to_json())
+        return report.to_dict()
+
+    def write_sidecars(self, job: Job, report_json: str) -> None:
+        """The config and (with ``save_report``) the report beside the output; the report on stderr for -."""
         if job.target == "-":
             if self.save_report:
-                print(report.to_json(), file=sys.stderr)
+                print(report_json, file=sys.stderr)
         else:
             if self.save_config:
                 sidecar(job.target, "config.yaml").write_text(dump(self.cfg))
             if self.save_report:
-                sidecar(job.target, "report.json").write_text(report.to_json() + "\n")
-        return report.to_dict()
+                sidecar(job.target, "report.json").write_text(report_json + "\n")
+
+    # one long video in segments (runners/segments.py), for runners that spread a video over workers
+
+    def plan_segments(self, job: Job, models, *, key: str, segment_frames: Optional[int], workers: int,
+                      on_frames: Optional[Callable[[int], None]] = None):
+        """Cut ``job`` into segments on a worker (a :class:`~vidtriplane.runners.segments.Plan`, or None)."""
+        from vidtriplane.runners.segment_render import plan_video
+
+        return plan_video(job, self.cfg, models, key=key, segment_frames=segment_frames, workers=workers,
+                          on_frames=on_frames)
+
+    def render_segment(self, job: Job, models, plan, index: int,
+                       on_frames: Optional[Callable[[int], None]] = None) -> dict:
+        """Render one segment of ``plan`` into its lossless files; returns its report."""
+        from vidtriplane.runners.segment_render import render_segment
+
+        return render_segment(job, self.cfg, models, plan, index, on_frames)
+
+    def stitch(self, job: Job, plan, segment_reports: list[dict], extra: Optional[dict] = None) -> dict:
+        """Encode the finished segments into the job's output(s), write its sidecars (the merged report plus
+        ``extra``) and remove the segments; returns the report."""
+        import json
+        import shutil
+
+        from vidtriplane.pipeline.outputs import planned_outputs
+        from vidtriplane.runners.segments import merge_reports, stitch, work_folder
+
+        report = merge_reports(plan, segment_reports, planned_outputs(job.target, self.cfg), job.source)
+        report.update(stitch(job, plan, self.cfg))
+        report.update(extra or {})
+        self.write_sidecars(job, json.dumps(report, indent=2, default=str))
+        shutil.rmtree(work_folder(job.target), ignore_errors=True)
+        return report
 
 
 def folder_report_path(folder: Optional[str | Path]) -> Optional[Path]:
