@@ -75,14 +75,13 @@ def missing_message(entry: WeightEntry, *, why: str) -> str:
 
 def manual_hint(entry: WeightEntry) -> str:
     """How to get ``entry`` by hand after a failed download; ends with the import command."""
-    mirror = f"; the same file is in the {entry.mirror}" if entry.mirror else ""
-    return (f"Download {entry.filename} by hand ({entry.urls[0]}{mirror}), then run:\n"
-            f"  {import_command(entry)}")
+    mirror = f" or from the {entry.mirror}" if entry.mirror else ""
+    return f"Download {entry.filename} by hand from {entry.urls[0]}{mirror}, then run:\n  {import_command(entry)}"
 
 
 def offline_one_line(entry: WeightEntry, what: str) -> str:
     """One line for a missing file in offline mode: the import command and a second source if any."""
-    mirror = f" (also inside the {entry.mirror})" if entry.mirror else ""
+    mirror = f" or from the {entry.mirror}" if entry.mirror else ""
     return (f"{what} {entry.name!r} is not in the weight store ({store.stored_path(entry)}) and offline mode "
             f"forbids downloading it: get {entry.filename} from {entry.urls[0]}{mirror} and run "
             f"`vidtriplane weights import {entry.name} PATH`")
