@@ -21,7 +21,8 @@ from vidtriplane.models.eg3d import EG3DConfig, EG3DGenerator
 from vidtriplane.models.state import StateDictMismatch
 from vidtriplane.models.triplanenet import TriPlaneNet, TriPlaneNetConfig, TriPlaneNetV2
 
-# The official FFHQ-512 constructor kwargs (official_spec.md 1.8), as stored in ffhq512-128.pth.
+# The official FFHQ-512 constructor kwargs (eg3d:eg3d/train.py defaults with the eg3d:docs/models.md command),
+# as stored in ffhq512-128.pth.
 FFHQ_INIT_KWARGS = {
     "z_dim": 512, "w_dim": 512, "mapping_kwargs": {"num_layers": 2}, "channel_base": 32768, "channel_max": 512,
     "fused_modconv_default": "inference_only",
