@@ -5,46 +5,15 @@ logged (loggers under ``vidtriplane.``) to stderr, so ``-q`` leaves warnings and
 """
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
-from typing import Callable
 
 import click
 
+from vidtriplane.commands.common import setup_logging
+from vidtriplane.commands.options import verbosity_options
+
 log = logging.getLogger(__name__)
-
-
-def _verbosity_options(func: Callable) -> Callable:
-    """``-q/--quiet`` and ``-v/--verbose`` (to be swapped for the shared ones of ``vidtriplane.commands.options``)."""
-    func = click.option("-v", "--verbose", is_flag=True, help="Debug messages, and tracebacks with errors.")(func)
-    return click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only; no progress bars.")(func)
-
-
-def _setup_logging(quiet: bool, verbose: bool) -> None:
-    from vidtriplane.commands.common import setup_logging
-
-    setup_logging(quiet)
-    if verbose:
-        logging.getLogger("vidtriplane").setLevel(logging.DEBUG)
-
-
-def _friendly_errors(func: Callable) -> Callable:
-    """Turn a user-facing error (:class:`vidtriplane.errors.VidtriplaneError`) into its message and exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from vidtriplane.errors import VidtriplaneError
-
-        try:
-            return func(*args, **kwargs)
-        except VidtriplaneError as err:
-            log.debug("traceback of the error below", exc_info=True)
-            failure = click.ClickException(str(err))
-            failure.exit_code = err.exit_code
-            raise failure from None
-
-    return wrapper
 
 
 def _options(ctx: click.Context) -> dict:
@@ -55,7 +24,7 @@ def _options(ctx: click.Context) -> dict:
 
 @click.group("weights", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--offline", is_flag=True, help="Never download (same as VIDTRIPLANE_OFFLINE=1).")
-@_verbosity_options
+@verbosity_options
 def command(offline: bool, quiet: bool, verbose: bool) -> None:
     """Model weights: list, fetch, import and verify the files in the store.
 
@@ -69,7 +38,7 @@ def command(offline: bool, quiet: bool, verbose: bool) -> None:
       vidtriplane weights -q verify
       VIDTRIPLANE_OFFLINE=1 vidtriplane render in.mp4 -o out.mp4
     """
-    _setup_logging(quiet, verbose)
+    setup_logging(quiet, verbose)
 
 
 @command.command("list")
@@ -92,7 +61,6 @@ def list_command() -> None:
 @click.option("--force", is_flag=True, help="Download again even when the file is stored.")
 @click.option("--quiet", "-q", "no_progress", is_flag=True, help="No progress bar.")
 @click.pass_context
-@_friendly_errors
 def fetch_command(ctx: click.Context, names: tuple[str, ...], force: bool, no_progress: bool) -> None:
     """Download weights into the store (resumes an interrupted download; `all` fetches everything)."""
     from vidtriplane.weights.api import fetch
@@ -113,7 +81,6 @@ def fetch_command(ctx: click.Context, names: tuple[str, ...], force: bool, no_pr
 @click.argument("name")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace a file that is already stored.")
-@_friendly_errors
 def import_command(name: str, path: Path, force: bool) -> None:
     """Check a hand-downloaded file (format, keys and shapes) and copy it into the store.
 
@@ -135,7 +102,6 @@ def _report(name: str, report) -> None:
 
 @command.command("verify")
 @click.argument("name", required=False)
-@_friendly_errors
 def verify_command(name: str | None) -> None:
     """Recompute the sha256 of stored files and compare with the pinned ones.
 
@@ -164,7 +130,6 @@ def verify_command(name: str | None) -> None:
 @command.command("path")
 @click.argument("name")
 @click.pass_context
-@_friendly_errors
 def path_command(ctx: click.Context, name: str) -> None:
     """Print the stored file's path (downloads it first unless offline)."""
     from vidtriplane.weights.api import resolve
