@@ -21,7 +21,8 @@ from vidtriplane.models.eg3d import EG3DConfig, EG3DGenerator
 from vidtriplane.models.state import StateDictMismatch
 from vidtriplane.models.triplanenet import TriPlaneNet, TriPlaneNetConfig, TriPlaneNetV2
 
-# The official FFHQ-512 constructor kwargs (official_spec.md 1.8), as stored in ffhq512-128.pth.
+# The official FFHQ-512 constructor kwargs (eg3d:eg3d/train.py defaults with the eg3d:docs/models.md command),
+# as stored in ffhq512-128.pth.
 FFHQ_INIT_KWARGS = {
     "z_dim": 512, "w_dim": 512, "mapping_kwargs": {"num_layers": 2}, "channel_base": 32768, "channel_max": 512,
     "fused_modconv_default": "inference_only",
@@ -160,11 +161,11 @@ def test_wrong_files_give_precise_errors(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_triplanenet(tmp_path / "nope.pth")
     (tmp_path / "junk.pth").write_bytes(b"definitely not a torch file\n" * 20)
-    with pytest.raises(CheckpointError, match="not a readable PyTorch file"):
+    with pytest.raises(CheckpointError, match="junk.pth is not a readable torch file"):
         load_triplanenet(tmp_path / "junk.pth")
     torch.save({"state_dict": {"x": torch.ones(1000)}}, tmp_path / "full.pth")
     (tmp_path / "cut.pth").write_bytes((tmp_path / "full.pth").read_bytes()[:300])
-    with pytest.raises(CheckpointError, match="cut.pth is not a readable PyTorch file.*truncated"):
+    with pytest.raises(CheckpointError, match="cut.pth is an incomplete zip archive"):
         load_triplanenet(tmp_path / "cut.pth")
     torch.save([torch.ones(2)], tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match="holds a list, expected a dict"):
@@ -223,7 +224,8 @@ def test_full_size_v1_checkpoint_loads_with_official_defaults(tmp_path):
 
 def test_converted_nvidia_pickle_loads_like_the_pth(tmp_path):
     """`weights import eg3d-ffhq512-128-pkl` stores safetensors + JSON; load_eg3d reads that pair too."""
-    from vidtriplane.weights.pickle_safe import ExtractedNetwork, save_converted
+    from vidtriplane.checkpoints import save_converted
+    from vidtriplane.weights.pickle_safe import ExtractedNetwork
 
     G = EG3DGenerator(EG3DConfig())
     sd = _random_state(G, 3)

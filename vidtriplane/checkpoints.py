@@ -1,29 +1,38 @@
-"""Load official-format TriPlaneNet / EG3D torch files into our models, safely and with precise errors.
+"""Checkpoint formats: the one module that knows the layout of every weight file vidtriplane reads or writes.
 
-Formats (``official_spec.md`` 1.7 and 2):
+* TriPlaneNet v1 ``.pth`` (what ``tpn:training/coach.py`` saves, ``triplanenet_final.pth``):
+  ``{'state_dict': 1182 tensors under PARTS' prefixes, 'opts': dict, 'best_val_loss', 'step', optimizers}``.
+  ``tpn:models/triplanenet.py`` loads it strictly; so do we.
+* TriPlaneNet v2 ``.pth``: the same layout with the 9-channel encoder. ``tpn:models/triplanenet_v2.py``
+  loads it non-strictly; we require every model key with the right shape, tolerate (and log) extra keys,
+  and tell the decoder variant from ``VARIANT_KEY`` (384 channels: pixel shuffle, 768: upsample).
+* EG3D ``.pth`` (``ffhq512-128.pth``, the TriPlaneNet authors' conversion read by
+  ``tpn:models/triplanenet.py``): ``{'G_ema': state_dict, 'init_kwargs': dict, 'latent_avg': [512]}``.
+* A converted NVIDIA ``.pkl`` (written by ``vidtriplane weights import eg3d-ffhq512-128-pkl``):
+  ``<stem>.safetensors`` (the tensors) + ``<stem>.json`` (constructor kwargs, provenance); it reads back in
+  the layout of the EG3D ``.pth``.
 
 * TriPlaneNet v1 ``.pth``: ``{'state_dict': 1182 tensors (psp_encoder.*, triplanenet_encoder.*,
-  decoder.*), 'opts': dict, ...}``; loaded strictly.
-* TriPlaneNet v2 ``.pth``: same layout with the 9-channel encoder. The official code loads it
-  non-strictly; we require every model key with the right shape, tolerate (and log) extra keys, and detect
-  the decoder variant from ``triplanenet_encoder.up2.conv.double_conv.0.weight`` (384 -> pixel shuffle,
-  768 -> nearest upsample).
-* EG3D ``.pth`` (``ffhq512-128.pth``): ``{'G_ema': state_dict, 'init_kwargs': dict, 'latent_avg': [512]}``.
+  decoder.*), 'opts': dict, ...}``; loaded strictly (``tpn:training/coach.py`` writes it).
+* TriPlaneNet v2 ``.pth``: same layout with the 9-channel encoder; we require every model key with the
+  right shape, tolerate (and log) extra keys, and detect the decoder variant from tensor shapes.
+* EG3D ``.pth`` (``ffhq512-128.pth``): ``{'G_ema': state_dict, 'init_kwargs': dict, 'latent_avg': [512]}``,
+  or NVIDIA's ``.pkl`` converted by ``vidtriplane weights import`` (safetensors + JSON).
 * Loss/metric networks: torchvision's AlexNet + LPIPS ``alex.pth`` (:func:`load_lpips`), the ArcFace
   IR-SE-50 / CurricularFace IR-101 state_dicts (:func:`load_face_embedder`); all loaded strictly.
 
-Every file is read with ``torch.load(weights_only=True)``: a file that would need to run pickled code
-is refused. ``latent_avg`` comes from the EG3D file when given, else from the generator's
-``mapping.w_avg`` (logged). Models never read files; this module is the only place that does.
+Torch files are opened by :func:`vidtriplane.weights.loader.load_torch` (``weights_only``, nothing
+executed) and checked by :func:`vidtriplane.models.state.check_state_dict`. Models never read files.
 """
 from __future__ import annotations
 
+import collections
+import json
 import logging
-import pickle
-import re
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 
@@ -33,89 +42,41 @@ from vidtriplane.models.encoders import PSPConfig, TriPlaneEncoderConfig
 from vidtriplane.models.lpips import LPIPS
 from vidtriplane.models.state import StateDictMismatch, check_state_dict, load_strict
 from vidtriplane.models.triplanenet import TriPlaneNet, TriPlaneNetConfig, TriPlaneNetV2
+from vidtriplane.weights.loader import CheckpointError, read_torch_file
+from vidtriplane.weights.pickle_safe import ExtractedNetwork
 
 log = logging.getLogger(__name__)
 
 PathLike = str | Path
 Variant = Literal["pixelshuffle", "upsample"]
-PREFIXES = ("psp_encoder.", "triplanenet_encoder.", "decoder.")
+# state_dict prefix of each TriPlaneNet part -> its name in the official state_dict manifest
+PARTS: dict[str, str] = {"psp_encoder.": "psp_encoder", "triplanenet_encoder.": "triplanenet_encoder",
+                         "decoder.": "eg3d_G"}
+PREFIXES = tuple(PARTS)
 VARIANT_KEY = "triplanenet_encoder.up2.conv.double_conv.0.weight"
 INPUT_KEY = "triplanenet_encoder.input_layer.0.weight"
 
 
-class CheckpointError(ValueError):
-    """A weight file that cannot be used; the message names the file, what is wrong and what to do.
-
-    (Tensors that do not fit the model raise :class:`StateDictMismatch`, also a ValueError.)"""
-
-
-# ---------------------------------------------------------------------------------------------------
-# Reading files
+def encoder_part(version: int, variant: Variant = "pixelshuffle") -> str:
+    """Manifest name of the tri-plane encoder: ``triplanenet_encoder`` (v1) or ``triplanenet_v2_encoder_<variant>``."""
+    return "triplanenet_encoder" if version == 1 else f"triplanenet_v2_encoder_{variant}"
 
 
-class _EasyDictAsDict:
-    """Stand-in for ``dnnlib.EasyDict`` (a dict subclass in NVIDIA's code) that builds a plain dict.
-
-    EG3D-derived .pth files may store ``init_kwargs`` as EasyDicts; ``weights_only`` loading refuses
-    unknown globals, so this one name is mapped to a plain dict (no code from the file runs)."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> dict:
-        return {}
-
-
-_PLAIN_CONTAINERS = [(_EasyDictAsDict, "dnnlib.util.EasyDict"), (_EasyDictAsDict, "dnnlib.EasyDict")]
-
-
-def torch_load_weights_only(path: PathLike, *, mmap: bool = False) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, also accepting NVIDIA's ``EasyDict`` as a dict."""
-    safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-    if safe_globals is None:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    with safe_globals(_PLAIN_CONTAINERS):
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-
-
-def read_torch_file(path: PathLike, *, kind: str) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` on the CPU; the top level must be a dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{kind} file {path} does not exist")
-    try:
-        obj = torch_load_weights_only(path)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        found = (re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
-                 or re.search(r"got <class '([\w.]+)'>", text))
-        if found is None:  # garbage, not a pickle of forbidden objects
-            raise CheckpointError(f"{kind} file {path} is not a readable PyTorch file (it does not unpickle); "
-                                  "it may be truncated or another format") from None
-        raise CheckpointError(
-            f"{kind} file {path} contains pickled objects other than tensors and plain containers "
-            f"({found.group(1)}); it was refused because loading it could run code. Convert it to plain "
-            "tensors with `vidtriplane weights import` or re-save it as a dict of tensors.") from None
-    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{kind} file {path} is not a readable PyTorch file ({exc.__class__.__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); it may be truncated "
-                              "or another format") from None
+def tensor_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
+    """``obj`` as a state_dict (a dict of named tensors), else :class:`CheckpointError`."""
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{kind} file {path} holds a {type(obj).__name__}, expected a dict")
-    return dict(obj)
-
-
-def _tensor_dict(obj: Any, path: Path, where: str) -> dict[str, torch.Tensor]:
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path}: {where} is a {type(obj).__name__}, expected a dict of tensors")
+        raise CheckpointError(f"{where} is a {type(obj).__name__}, expected a dict of tensors")
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(f"{path}: {where} has {len(bad)} entries that are not named tensors: {bad[:5]}")
+        raise CheckpointError(f"{where} has {len(bad)} entries that are not named tensors: {bad[:5]}")
     return dict(obj)
 
 
-def _require(obj: Mapping[str, Any], keys: tuple[str, ...], path: Path, kind: str) -> None:
+def _require(obj: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
     missing = [k for k in keys if k not in obj]
     if missing:
-        raise CheckpointError(f"{kind} file {path} lacks the key(s) {missing} (has {sorted(map(str, obj))[:10]}); "
-                              f"is it the right file?")
+        raise CheckpointError(f"{where} lacks the key(s) {missing} (has {sorted(map(str, obj))[:10]}); "
+                              "is it the right file?")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -138,7 +99,7 @@ def eg3d_config_from_init_kwargs(init_kwargs: Mapping[str, Any]) -> EG3DConfig:
     """Map the official ``TriPlaneGenerator`` constructor kwargs onto :class:`EG3DConfig`.
 
     The super-resolution module path in ``rendering_kwargs`` is ignored (always the 8XDC module) and
-    ``neural_rendering_resolution`` stays 128, as TriPlaneNet sets after construction."""
+    ``neural_rendering_resolution`` stays 128, as ``tpn:models/triplanenet.py`` sets after construction."""
     kw = dict(init_kwargs)
     rk = dict(kw.get("rendering_kwargs") or {})
     mk = dict(kw.get("mapping_kwargs") or {})
@@ -172,36 +133,35 @@ def eg3d_config_from_init_kwargs(init_kwargs: Mapping[str, Any]) -> EG3DConfig:
         raise CheckpointError(f"EG3D init_kwargs do not give a valid configuration: {exc}") from None
 
 
-def read_eg3d_checkpoint(path: PathLike) -> EG3DCheckpoint:
-    """Read and validate the layout of an EG3D torch file (no model is built)."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        # NVIDIA's .pkl after `vidtriplane weights import eg3d-ffhq512-128-pkl` (tensors + JSON config)
-        from vidtriplane.weights.pickle_safe import converted_as_eg3d_pth
-
-        obj = converted_as_eg3d_pth(path)
-    else:
-        obj = read_torch_file(path, kind="EG3D")
-    _require(obj, ("G_ema", "init_kwargs", "latent_avg"), path, "EG3D")
-    sd = _tensor_dict(obj["G_ema"], path, "'G_ema'")
+def parse_eg3d(obj: Mapping[str, Any], where: str) -> EG3DCheckpoint:
+    """Check the layout of a loaded EG3D file (``where`` names it in messages); no model is built."""
+    _require(obj, ("G_ema", "init_kwargs", "latent_avg"), where)
+    sd = tensor_dict(obj["G_ema"], f"{where}: 'G_ema'")
     if not isinstance(obj["init_kwargs"], Mapping):
-        raise CheckpointError(f"{path}: 'init_kwargs' is a {type(obj['init_kwargs']).__name__}, expected a dict")
+        raise CheckpointError(f"{where}: 'init_kwargs' is a {type(obj['init_kwargs']).__name__}, expected a dict")
     config = eg3d_config_from_init_kwargs(obj["init_kwargs"])
     latent_avg = obj["latent_avg"]
     if not isinstance(latent_avg, torch.Tensor) or (
             latent_avg.numel() != config.w_dim and tuple(latent_avg.shape) != (config.num_ws, config.w_dim)):
         shape = list(latent_avg.shape) if isinstance(latent_avg, torch.Tensor) else type(latent_avg).__name__
-        raise CheckpointError(f"{path}: 'latent_avg' must be a [{config.w_dim}] tensor, got {shape}")
+        raise CheckpointError(f"{where}: 'latent_avg' must be a [{config.w_dim}] tensor, got {shape}")
     if latent_avg.numel() == config.w_dim:
         latent_avg = latent_avg.reshape(config.w_dim)
     return EG3DCheckpoint(state_dict=sd, config=config, latent_avg=latent_avg.float())
+
+
+def read_eg3d_checkpoint(path: PathLike) -> EG3DCheckpoint:
+    """Read and check an EG3D torch file, or a converted NVIDIA pickle (``.safetensors`` + ``.json``)."""
+    path = Path(path)
+    obj = converted_as_eg3d_pth(path) if path.suffix == ".safetensors" else read_torch_file(path, kind="EG3D")
+    return parse_eg3d(obj, f"EG3D file {path}")
 
 
 def load_eg3d(path: PathLike) -> tuple[EG3DGenerator, torch.Tensor]:
     """The generator of an EG3D torch file (``G_ema``, keys and shapes checked) and its latent_avg [w_dim]."""
     ckpt = read_eg3d_checkpoint(path)
     G = EG3DGenerator(ckpt.config).eval().requires_grad_(False)
-    _load(G, ckpt.state_dict, what=f"EG3D generator 'G_ema' in {path}")
+    load_strict(G, ckpt.state_dict, what=f"EG3D generator 'G_ema' in {path}")
     return G, ckpt.latent_avg
 
 
@@ -213,7 +173,7 @@ def detect_version(state_dict: Mapping[str, torch.Tensor]) -> int:
     """1 or 2, from the input channels of the tri-plane encoder (6 or 9)."""
     if INPUT_KEY not in state_dict:
         raise CheckpointError(f"not a TriPlaneNet state_dict: it has no {INPUT_KEY!r}")
-    channels = state_dict[INPUT_KEY].shape[1] if state_dict[INPUT_KEY].ndim == 4 else None
+    channels = state_dict[INPUT_KEY].shape[1] if len(state_dict[INPUT_KEY].shape) == 4 else None
     if channels not in (6, 9):
         raise CheckpointError(f"{INPUT_KEY} has shape {list(state_dict[INPUT_KEY].shape)}; expected "
                               "[64, 6, 3, 3] (v1) or [64, 9, 3, 3] (v2)")
@@ -245,28 +205,31 @@ class TriPlaneNetCheckpoint:
     """v2 decoder variant (``"pixelshuffle"`` for v1)."""
 
 
-def read_triplanenet_checkpoint(path: PathLike) -> TriPlaneNetCheckpoint:
-    """Read an official TriPlaneNet file and detect its version and (v2) decoder variant."""
-    path = Path(path)
-    obj = read_torch_file(path, kind="TriPlaneNet checkpoint")
-    _require(obj, ("state_dict",), path, "TriPlaneNet checkpoint")
-    sd = _tensor_dict(obj["state_dict"], path, "'state_dict'")
+def parse_triplanenet(obj: Mapping[str, Any], where: str) -> TriPlaneNetCheckpoint:
+    """Check the layout of a loaded TriPlaneNet checkpoint and detect its version and decoder variant."""
+    _require(obj, ("state_dict",), where)
+    sd = tensor_dict(obj["state_dict"], f"{where}: 'state_dict'")
     opts = obj.get("opts") or {}
     if not isinstance(opts, Mapping):
-        raise CheckpointError(f"{path}: 'opts' is a {type(opts).__name__}, expected a dict")
+        raise CheckpointError(f"{where}: 'opts' is a {type(opts).__name__}, expected a dict")
     prefixes = {k.split(".", 1)[0] + "." for k in sd}
     missing = [p for p in PREFIXES if p not in prefixes]
     if missing:
-        raise CheckpointError(f"{path}: 'state_dict' has no {missing} entries (found prefixes {sorted(prefixes)})")
+        raise CheckpointError(f"{where}: 'state_dict' has no {missing} entries (found prefixes {sorted(prefixes)})")
     try:
         version = detect_version(sd)
         variant: Variant = detect_v2_variant(sd) if version == 2 else "pixelshuffle"
     except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+        raise CheckpointError(f"{where}: {exc}") from None
     if version == 2 and "use_pixelshuffle" in opts and bool(opts["use_pixelshuffle"]) != (variant == "pixelshuffle"):
         log.warning("%s: opts.use_pixelshuffle=%s disagrees with the tensor shapes (%s); using the shapes",
-                    path, opts["use_pixelshuffle"], variant)
+                    where, opts["use_pixelshuffle"], variant)
     return TriPlaneNetCheckpoint(state_dict=sd, opts=dict(opts), version=version, variant=variant)
+
+
+def read_triplanenet_checkpoint(path: PathLike) -> TriPlaneNetCheckpoint:
+    """Read an official TriPlaneNet file and detect its version and (v2) decoder variant."""
+    return parse_triplanenet(read_torch_file(path, kind="TriPlaneNet checkpoint"), f"TriPlaneNet checkpoint {path}")
 
 
 def load_triplanenet(
@@ -292,14 +255,14 @@ def load_triplanenet(
         # The TriPlaneNet file's decoder.* entries override G_ema; check G_ema fits all the same.
         check_state_dict(net.decoder, eg.state_dict, what="EG3D generator 'G_ema'")
     what = f"TriPlaneNet v{ckpt.version} checkpoint {path}"
-    if ckpt.version == 1:
-        _load(net, ckpt.state_dict, what=what)
-    else:
+    state = ckpt.state_dict
+    if ckpt.version == 2:
         expected = net.state_dict()
-        extra = [k for k in ckpt.state_dict if k not in expected]
+        extra = [k for k in state if k not in expected]
         if extra:
             log.warning("%s: ignoring %d entries the model does not have: %s", what, len(extra), extra[:5])
-        _load(net, {k: v for k, v in ckpt.state_dict.items() if k in expected}, what=what)
+        state = {k: v for k, v in state.items() if k in expected}
+    load_strict(net, state, what=what)
     if eg is not None:
         net.set_latent_avg(eg.latent_avg)
     else:
@@ -316,8 +279,8 @@ def load_triplanenet(
 def load_lpips(alexnet: PathLike, linear: PathLike) -> LPIPS:
     """LPIPS from torchvision's AlexNet file (``alexnet-owt-7be5be79.pth``; its ``classifier.*`` entries
     are dropped) and the v0.1 linear heads (``alex.pth``); strict, frozen, in eval mode."""
-    alex = _tensor_dict(read_torch_file(alexnet, kind="AlexNet"), Path(alexnet), "the AlexNet file")
-    lins = _tensor_dict(read_torch_file(linear, kind="LPIPS linear heads"), Path(linear), "the LPIPS file")
+    alex = tensor_dict(read_torch_file(alexnet, kind="AlexNet"), f"{alexnet}: the AlexNet file")
+    lins = tensor_dict(read_torch_file(linear, kind="LPIPS linear heads"), f"{linear}: the LPIPS file")
     sd = {"net." + k: v for k, v in alex.items() if not k.startswith("classifier.")}
     sd.update(lins)
     model = LPIPS()
@@ -330,21 +293,69 @@ def load_face_embedder(path: PathLike, config: FaceEmbedderConfig = FaceEmbedder
 
     ``FaceEmbedderConfig.ir_se50()`` for ``model_ir_se50.pth`` (ID loss), ``FaceEmbedderConfig.ir101()``
     for ``CurricularFace_Backbone.pth`` (ID metric)."""
-    sd = _tensor_dict(read_torch_file(path, kind="face recognition backbone"), Path(path), "the file")
+    sd = tensor_dict(read_torch_file(path, kind="face recognition backbone"), f"{path}")
     model = FaceEmbedder(config)
     load_strict(model, sd, what=f"face recognition backbone {path}")
     return model.eval().requires_grad_(False)
 
 
-def _load(module: torch.nn.Module, sd: Mapping[str, torch.Tensor], *, what: str) -> None:
-    """Strict load; a mismatch raises StateDictMismatch (a ValueError naming the keys and shapes)."""
-    check_state_dict(module, sd, what=what)
-    module.load_state_dict(dict(sd), strict=True)
+
+# ---------------------------------------------------------------------------------------------------
+# Converted NVIDIA pickles: safetensors + JSON
+
+
+def config_path_for(safetensors_path: Path) -> Path:
+    """The JSON config stored next to a converted safetensors file."""
+    return Path(safetensors_path).with_suffix(".json")
+
+
+def save_converted(net: ExtractedNetwork, dest: Path, *, provenance: dict | None = None,
+                   replace: Callable[[Path, Path], None] = os.replace) -> None:
+    """Write ``dest`` (safetensors) and its JSON config, each through a temp file + rename.
+
+    The JSON goes first, the safetensors last, so a present safetensors file means a complete pair.
+    """
+    from safetensors.torch import save_file
+
+    from vidtriplane.weights.store import atomic_write_text, temp_path_beside
+
+    config = dict(net.config, **({"provenance": provenance} if provenance else {}))
+    atomic_write_text(config_path_for(dest), json.dumps(config, indent=2, sort_keys=True) + "\n")
+    tensors = {k: v.detach().contiguous().clone() for k, v in net.state_dict.items()}
+    tmp = temp_path_beside(dest)
+    try:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "class_name": str(net.config.get("class_name"))})
+        replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_converted(path: Path) -> ExtractedNetwork:
+    """Load a converted network (safetensors + JSON config) back; the inverse of :func:`save_converted`."""
+    from safetensors.torch import load_file
+
+    try:
+        config = json.loads(config_path_for(path).read_text(encoding="utf-8"))
+        tensors = load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - any unreadable pair means the same thing to the user
+        raise CheckpointError(f"converted network {path} (with {config_path_for(path).name}) cannot be read "
+                              f"({type(err).__name__}: {err}); import the .pkl again") from None
+    return ExtractedNetwork(state_dict=collections.OrderedDict(tensors), config=config)
+
+
+def converted_as_eg3d_pth(path: Path) -> dict:
+    """A converted EG3D network in the layout of the EG3D ``.pth``: ``{'G_ema', 'init_kwargs', 'latent_avg'}``
+    (``latent_avg`` = ``backbone.mapping.w_avg``), so one reader takes either file."""
+    net = read_converted(path)
+    if "backbone.mapping.w_avg" not in net.state_dict:
+        raise CheckpointError(f"{path} has no backbone.mapping.w_avg (is it an EG3D generator?)")
+    return {"G_ema": dict(net.state_dict), "init_kwargs": net.config.get("init_kwargs", {}),
+            "latent_avg": net.state_dict["backbone.mapping.w_avg"].clone()}
 
 
 __all__ = [
-    "CheckpointError", "EG3DCheckpoint", "StateDictMismatch", "TriPlaneNetCheckpoint", "detect_v2_variant",
-    "detect_version", "eg3d_config_from_init_kwargs", "load_eg3d", "load_face_embedder", "load_lpips",
-    "load_triplanenet", "read_eg3d_checkpoint",
-    "read_torch_file", "read_triplanenet_checkpoint",
+    "load_face_embedder", "load_lpips", "CheckpointError", "EG3DCheckpoint", "PARTS", "PREFIXES", "StateDictMismatch", "TriPlaneNetCheckpoint",
+    "config_path_for", "converted_as_eg3d_pth", "detect_v2_variant", "detect_version", "eg3d_config_from_init_kwargs",
+    "encoder_part", "load_eg3d", "load_triplanenet", "parse_eg3d", "parse_triplanenet", "read_converted",
+    "read_eg3d_checkpoint", "read_torch_file", "read_triplanenet_checkpoint", "save_converted", "tensor_dict",
 ]

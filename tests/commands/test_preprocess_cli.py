@@ -85,18 +85,30 @@ def test_image_folder_official_and_mirror(tmp_path):
     assert (tmp_path / "out" / "preprocess.yaml").read_text().count("official_rounding: true") == 1
 
 
-def test_bad_input_is_a_clear_error(tmp_path):
-    res = CliRunner().invoke(main, ["preprocess", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o")])
-    assert res.exit_code != 0 and "does not exist" in res.output and "Traceback" not in res.output
+def test_bad_input_is_a_clear_error_and_leaves_no_output(tmp_path):
+    out = tmp_path / "o"
+    res = CliRunner().invoke(main, ["preprocess", str(tmp_path / "missing.mp4"), "-o", str(out)])
+    assert res.exit_code == 2 and "missing.mp4 does not exist" in res.stderr and "Traceback" not in res.output
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all")
-    res = CliRunner().invoke(main, ["preprocess", str(bad), "-o", str(tmp_path / "o"), "--no-cache"])
-    assert res.exit_code != 0 and "Error" in res.output and "Traceback" not in res.output
-    res = CliRunner().invoke(main, ["preprocess", str(bad), "-o", str(tmp_path / "o"), "--set", "nope=1"])
-    assert res.exit_code != 0 and "unknown config key" in res.output
+    res = CliRunner().invoke(main, ["preprocess", str(bad), "-o", str(out), "--no-cache"])
+    assert res.exit_code == 1 and f"cannot read {bad} as a video" in res.stderr and "Traceback" not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4"]  # no empty or partial output folder
+    res = CliRunner().invoke(main, ["preprocess", str(bad), "-o", str(out), "--set", "nope=1"])
+    assert res.exit_code == 2 and "unknown config key(s) nope" in res.stderr
+    (out / "x").mkdir(parents=True)
+    res = CliRunner().invoke(main, ["preprocess", str(bad), "-o", str(out)])
+    assert res.exit_code == 2 and "already holds files; pass --overwrite" in res.stderr
+    assert (out / "x").is_dir()
 
 
 def test_dry_run_prints_the_resolved_config(tmp_path):
+    import yaml
+
     res = CliRunner().invoke(main, ["preprocess", "x.mp4", "-o", str(tmp_path), "--dry-run", "--matting",
-                                    "--set", "smooth.min_cutoff=0.5"])
-    assert res.exit_code == 0 and "min_cutoff: 0.5" in res.output and "enabled: true" in res.output
+                                    "--set", "smooth.min_cutoff=0.5", "--config", "preprocess-official"])
+    assert res.exit_code == 0, res.output
+    cfg = yaml.safe_load(res.stdout)
+    assert cfg["smooth"]["min_cutoff"] == 0.5 and cfg["matting"]["enabled"] is True
+    assert cfg["align"]["official_rounding"] is True  # from the preset
+    assert cfg["smooth"]["enabled"] is False and cfg["hold_frames"] == 15

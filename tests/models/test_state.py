@@ -50,3 +50,24 @@ def test_many_keys_are_counted_and_a_prefix_is_diagnosed():
     assert "extra prefix 'decoder.'" in msg
     # nothing was loaded
     assert all(torch.equal(m.state_dict()[k], v) for k, v in before.items())
+
+
+def test_the_same_check_works_on_plain_shape_maps():
+    """``diff_shapes`` is what check_state_dict and the registry's structure checks share."""
+    from vidtriplane.errors import VidtriplaneError
+    from vidtriplane.models.state import check_shapes, diff_shapes, shapes_of
+
+    found = {"a": (1,), "b": (2, 3), "x": (1,)}
+    expected = {"a": (1,), "b": (3, 2), "c": (4,)}
+    diff = diff_shapes(found, expected)
+    assert (diff.missing, diff.unexpected, diff.mismatched) == (["c"], ["x"], [("b", (2, 3), (3, 2))])
+    assert diff.describe() == ["1 missing key: c", "1 unexpected key: x",
+                               "1 shape mismatch: b (checkpoint [2, 3] vs model [3, 2])"]
+    assert not diff.ok and diff_shapes(expected, expected).ok and diff_shapes(expected, expected).describe() == []
+    with pytest.raises(StateDictMismatch) as info:
+        check_shapes(found, expected, what="maps")
+    assert str(info.value) == ("maps: the weights do not fit the model; " + "; ".join(diff.describe())
+                               + ". Check that the weight file is the one for this model and configuration.")
+    assert isinstance(info.value, VidtriplaneError) and info.value.exit_code == 1
+    m = _model()
+    assert shapes_of(m.state_dict()) == {"0.weight": (4, 3), "0.bias": (4,), "2.weight": (2, 4), "2.bias": (2,)}

@@ -4,6 +4,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import logging
+import multiprocessing
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,9 +14,12 @@ import torch
 
 from tests.weights.conftest import send_file
 from tests.weights.nvidia_pickle import build_snapshot
+from vidtriplane.checkpoints import read_converted
+from vidtriplane.models.state import shapes_of
 from vidtriplane.weights import REGISTRY, WeightsMissing, fetch, import_file, resolve, store, verify
-from vidtriplane.weights.pickle_safe import UnsafePickle, read_converted
-from vidtriplane.weights.validate import LPIPS_ALEX_SHAPES, InvalidWeights, shapes_of
+from vidtriplane.weights.download import DownloadError
+from vidtriplane.weights.loader import UnsafePickle
+from vidtriplane.weights.validate import LPIPS_ALEX_SHAPES, InvalidWeights
 
 
 def lpips_bytes(seed: int = 0) -> bytes:
@@ -62,17 +68,18 @@ def test_offline_error_names_file_url_and_import_command(cache, monkeypatch, how
     assert not cache.exists() or not any(cache.rglob("*.pth"))
 
 
-def test_resolve_downloads_once_with_a_message(cache, server, capsys):
+def test_resolve_downloads_once_with_a_message(cache, server, caplog):
     data = lpips_bytes()
     server.routes["/lpips-alex-v0.1"] = lambda h, q: send_file(h, data)
     table = local_registry(server)
-    path = resolve("lpips-alex-v0.1", registry=table, progress=False)
+    with caplog.at_level(logging.INFO, logger="vidtriplane"):
+        path = resolve("lpips-alex-v0.1", registry=table, progress=False)
     assert path == cache / "lpips-alex-v0.1" / "alex.pth" and path.read_bytes() == data
-    err = capsys.readouterr().err
-    assert "not in the cache yet: downloading alex.pth" in err
-    assert hashlib.sha256(data).hexdigest() in err  # unpinned: the hash is printed
+    assert "not in the cache yet: downloading alex.pth" in caplog.text
+    assert f"sha256 of alex.pth: {hashlib.sha256(data).hexdigest()}" in caplog.text  # unpinned: logged
+    assert {r.name for r in caplog.records} == {"vidtriplane.weights.api", "vidtriplane.weights.download"}
     assert resolve("lpips-alex-v0.1", registry=table, offline=True) == path  # cached: no network needed
-    assert len(server.requests) == 1
+    assert server.requests == [("/lpips-alex-v0.1", None)]  # one plain request, no retry or range
     assert files_in(path.parent) == ["alex.pth", "source.json"]
     with pytest.raises(WeightsMissing, match="downloading was not allowed"):
         resolve("u2netp", registry=table, fetch_missing=False)
@@ -99,7 +106,7 @@ def test_fetch_rejects_a_file_with_the_wrong_structure(cache, server):
     buf = io.BytesIO()
     torch.save({"lin0.model.1.weight": torch.zeros(1, 3, 1, 1)}, buf)
     server.routes["/lpips-alex-v0.1"] = lambda h, q: send_file(h, buf.getvalue())
-    with pytest.raises(InvalidWeights, match="lin0.model.1.weight has shape"):
+    with pytest.raises(InvalidWeights, match=r"lin0.model.1.weight \(checkpoint \[1, 3, 1, 1\] vs model \[1, 64, 1, 1\]\)"):
         fetch("lpips-alex-v0.1", registry=local_registry(server), progress=False)
     assert files_in(cache / "lpips-alex-v0.1") == []  # nothing that looks complete
 
@@ -197,35 +204,108 @@ def test_verify_pinned_ok(cache, tmp_path):
     src.write_bytes(lpips_bytes())
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     table = {"lpips-alex-v0.1": dataclasses.replace(REGISTRY["lpips-alex-v0.1"], sha256=digest[:12])}
+    table["u2netp"] = REGISTRY["u2netp"]
     import_file("lpips-alex-v0.1", src, registry=table)
     (cache / "lpips-alex-v0.1" / "source.json").unlink()
-    [r] = verify(registry=table)
-    assert r.state == "ok" and r.detail == "matches the pinned sha256"
-    assert Path(r.entry.name) == Path("lpips-alex-v0.1")
+    lpips, u2netp = verify(registry=table)
+    assert (lpips.entry, lpips.state, lpips.sha256) == (table["lpips-alex-v0.1"], "ok", digest)
+    assert lpips.detail == "matches the pinned sha256"
+    assert (cache / "lpips-alex-v0.1" / "alex.pth").read_bytes() == src.read_bytes()
+    assert (u2netp.entry.name, u2netp.state, u2netp.sha256) == ("u2netp", "missing", None)
+    assert u2netp.detail == f"not in the cache ({cache / 'u2netp' / 'u2netp.onnx'})"
 
 
-def test_parallel_fetch_waits_for_the_other_process(cache, server, capsys):
-    """While another fetch holds the entry's lock, a second one waits and then uses its file."""
-    import threading
-    import time
+def _hold_lock_until_told(entry, conn) -> None:
+    """Another process: take the entry's lock, say so, write the file when told, then release the lock."""
+    with store.entry_lock(entry):
+        conn.send("locked")
+        assert conn.recv() == "go"
+        store.atomic_write_text(store.stored_path(entry), "fetched by the other one")
+    conn.close()
 
-    data = lpips_bytes()
-    server.routes["/lpips-alex-v0.1"] = lambda h, q: send_file(h, data)
+
+class _SendOnRecord(logging.Handler):
+    """Sends ``go`` down a pipe when a log record containing ``needle`` is emitted."""
+
+    def __init__(self, conn, needle: str) -> None:
+        super().__init__()
+        self.conn, self.needle, self.seen = conn, needle, []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.seen.append(record.getMessage())
+            self.conn.send("go")
+
+
+def test_parallel_fetch_waits_for_the_other_process(cache, server):
+    """While another process holds the entry's lock, a fetch waits (and says so), then uses its file.
+
+    Ordering by pipe only: the other process writes its file after this one has announced that it waits."""
+    server.routes["/lpips-alex-v0.1"] = lambda h, q: send_file(h, lpips_bytes())
     table = local_registry(server)
     entry = table["lpips-alex-v0.1"]
-    locked = threading.Event()
-
-    def other_process():
-        with store.entry_lock(entry):
-            locked.set()
-            time.sleep(0.3)
-            store.atomic_write_text(store.stored_path(entry), "fetched by the other one")
-
-    thread = threading.Thread(target=other_process)
-    thread.start()
-    locked.wait()
-    result = fetch("lpips-alex-v0.1", registry=table, progress=False)
-    thread.join()
-    assert result.path.read_text() == "fetched by the other one"
+    ours, theirs = multiprocessing.Pipe()
+    other = multiprocessing.get_context("fork").Process(target=_hold_lock_until_told, args=(entry, theirs))
+    other.start()
+    handler = _SendOnRecord(ours, "waiting for another process")
+    logger = logging.getLogger("vidtriplane.weights.store")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        assert ours.poll(60) and ours.recv() == "locked"
+        result = fetch("lpips-alex-v0.1", registry=table, progress=False)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+        other.join(60)
+    assert other.exitcode == 0
+    assert handler.seen == ["waiting for another process that is fetching lpips-alex-v0.1 ..."]
+    assert result.path.read_text() == "fetched by the other one" and result.report is None
     assert server.requests == []
-    assert "waiting for another process" in capsys.readouterr().err
+
+
+def test_unreachable_hosts_fail_fast_and_end_with_the_import_command(cache, monkeypatch):
+    """No name resolution / connection refused: one attempt per URL, each URL listed once, then the way out."""
+    from vidtriplane.weights import download as download_module
+
+    refusing = socket.socket()  # bound but not listening: connecting is refused
+    refusing.bind(("127.0.0.1", 0))
+    real_getaddrinfo = socket.getaddrinfo
+
+    def no_dns(host, *args, **kwargs):
+        if host == "weights.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    sleeps = []
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(download_module.time, "sleep", sleeps.append)
+    urls = ("http://weights.invalid/alex.pth", f"http://127.0.0.1:{refusing.getsockname()[1]}/alex.pth")
+    table = {"lpips-alex-v0.1": dataclasses.replace(REGISTRY["lpips-alex-v0.1"], urls=urls)}
+    try:
+        with pytest.raises(DownloadError) as info:
+            fetch("lpips-alex-v0.1", registry=table, progress=False, retries=5)
+    finally:
+        refusing.close()
+    lines = str(info.value).splitlines()
+    assert sleeps == []  # not retried
+    assert lines[0] == "could not download alex.pth:"
+    assert [line.strip().split(": ")[0] for line in lines[1:3]] == list(urls)
+    assert "Name or service not known" in lines[1] and "Connection refused" in lines[2]
+    assert [line for line in lines if line.startswith("  http")] == lines[1:3]  # each URL listed once
+    assert "PyPI wheel lpips==0.1.4" in lines[-2]
+    assert lines[-1] == "  vidtriplane weights import lpips-alex-v0.1 /path/to/alex.pth"
+    assert files_in(cache / "lpips-alex-v0.1") == []
+
+
+def test_server_errors_are_retried_and_listed_once(cache, server, monkeypatch):
+    from vidtriplane.weights import download as download_module
+
+    sleeps = []
+    monkeypatch.setattr(download_module.time, "sleep", sleeps.append)
+    server.routes["/lpips-alex-v0.1"] = lambda h, q: h.send_error(503)
+    with pytest.raises(DownloadError) as info:
+        fetch("lpips-alex-v0.1", registry=local_registry(server), progress=False, retries=2)
+    assert len(server.requests) == 3 and len(sleeps) == 2
+    text = str(info.value)
+    assert text.count("HTTP 503") == 1 and text.endswith("vidtriplane weights import lpips-alex-v0.1 /path/to/alex.pth")

@@ -9,17 +9,10 @@ import subprocess
 import pytest
 import torch
 
-from tests.weights.nvidia_pickle import build_snapshot
+from tests.weights.nvidia_pickle import Call, build_snapshot, storage_bytes, tensor_pickle
+from vidtriplane import checkpoints
 from vidtriplane.weights import pickle_safe
 from vidtriplane.weights.pickle_safe import PickleFormatError, UnsafePickle, read_nvidia_pickle, safe_load
-
-
-class _Reduce:
-    def __init__(self, func, args):
-        self.func, self.args = func, args
-
-    def __reduce__(self):
-        return (self.func, self.args)
 
 
 def _assert_rejected(data: bytes, marker, needle: str) -> None:
@@ -32,25 +25,25 @@ def _assert_rejected(data: bytes, marker, needle: str) -> None:
 def test_control_plain_pickle_would_run_the_command(tmp_path):
     """Sanity check of the hostile payload itself: an ordinary unpickler does create the marker."""
     marker = tmp_path / "ran"
-    pickle.loads(pickle.dumps(_Reduce(os.system, (f"touch {marker}",))))
+    pickle.loads(pickle.dumps(Call(os.system, (f"touch {marker}",))))
     assert marker.exists()
 
 
 def test_os_system_is_rejected(tmp_path):
     marker = tmp_path / "ran"
-    _assert_rejected(pickle.dumps(_Reduce(os.system, (f"touch {marker}",))), marker, "system")
+    _assert_rejected(pickle.dumps(Call(os.system, (f"touch {marker}",))), marker, "system")
 
 
 def test_eval_and_subprocess_are_rejected(tmp_path):
     marker = tmp_path / "ran"
     code = f"__import__('pathlib').Path({str(marker)!r}).write_text('x')"
-    _assert_rejected(pickle.dumps(_Reduce(eval, (code,))), marker, "builtins.eval")
-    _assert_rejected(pickle.dumps(_Reduce(subprocess.Popen, (["touch", str(marker)],))), marker, "subprocess.Popen")
+    _assert_rejected(pickle.dumps(Call(eval, (code,))), marker, "builtins.eval")
+    _assert_rejected(pickle.dumps(Call(subprocess.Popen, (["touch", str(marker)],))), marker, "subprocess.Popen")
 
 
 def test_hostile_object_hidden_inside_a_network_is_rejected(tmp_path):
     marker = tmp_path / "ran"
-    data, _ = build_snapshot(tmp_path / "src_ran", extra={"deep": [_Reduce(os.system, (f"touch {marker}",))]})
+    data, _ = build_snapshot(tmp_path / "src_ran", extra={"deep": [Call(os.system, (f"touch {marker}",))]})
     path = tmp_path / "net.pkl"
     path.write_bytes(data)
     with pytest.raises(UnsafePickle, match="system"):
@@ -61,17 +54,92 @@ def test_hostile_object_hidden_inside_a_network_is_rejected(tmp_path):
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_hostile_payload_inside_tensor_storage_bytes_is_rejected(tmp_path):
     marker = tmp_path / "ran"
-    evil = pickle.dumps(_Reduce(os.system, (f"touch {marker}",)))
-    data = pickle.dumps(_Reduce(torch.storage._load_from_bytes, (evil,)))
+    evil = pickle.dumps(Call(os.system, (f"touch {marker}",)))
+    data = pickle.dumps(Call(torch.storage._load_from_bytes, (evil,)))
     with pytest.raises(UnsafePickle, match="storage"):
         safe_load(data)
     assert not marker.exists()
 
 
 def test_tensor_rebuild_with_fake_storage_is_refused():
-    data = pickle.dumps(_Reduce(torch._utils._rebuild_tensor_v2, ("not a storage", 0, (1,), (1,), False, None)))
+    data = pickle.dumps(Call(torch._utils._rebuild_tensor_v2, ("not a storage", 0, (1,), (1,), False, None)))
     with pytest.raises(PickleFormatError, match="storage"):
         safe_load(data)
+
+
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")
+def test_tensor_larger_than_its_storage_is_refused_before_allocation(monkeypatch):
+    """A ~400-byte pickle of allowed globals only asking for a 2**40-element view of a 2-element storage."""
+    data = tensor_pickle(0, (1 << 40,), (1,))
+    assert len(data) < 450
+    grown = []
+    monkeypatch.setattr(torch._utils, "_rebuild_tensor", lambda *args: grown.append(args))
+    with pytest.raises(PickleFormatError, match=r"size \[1099511627776\], stride \[1\] at offset 0 reaches past "
+                                                r"its storage of 2 elements"):
+        safe_load(data)
+    assert grown == []  # torch's rebuild (which would grow the storage) was never reached
+
+
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")
+@pytest.mark.parametrize("offset, size, stride", [
+    (2, (1,), (1,)),           # offset at the end
+    (0, (2, 2), (2, 1)),       # 4 elements from 2
+    (1, (2,), (1,)),           # one past the end
+    (0, (2,), (-1,)),          # negative stride
+    (-1, (1,), (1,)),          # negative offset
+    (0, (2, 1), (1,)),         # size and stride of different lengths
+    (0, (2.0,), (1,)),         # not ints
+])
+def test_malformed_tensor_layouts_are_format_errors(offset, size, stride):
+    with pytest.raises(PickleFormatError):
+        safe_load(tensor_pickle(offset, size, stride))
+
+
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")
+def test_tensor_views_that_fit_are_rebuilt():
+    storage = storage_bytes(6)
+    assert safe_load(tensor_pickle(1, (2, 2), (2, 1), storage))["G_ema"].shape == (2, 2)
+    assert safe_load(tensor_pickle(6, (0,), (1,), storage))["G_ema"].numel() == 0
+    assert safe_load(tensor_pickle(0, (3,), (0,), storage))["G_ema"].tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")
+def test_storage_declaring_more_than_its_bytes_is_refused():
+    data = storage_bytes(2)
+    assert data.count(b"K\x02N") == 1  # numel in the storage's persistent id
+    huge = data.replace(b"K\x02N", b"\x8a\x06\x00\x00\x00\x00\x00\x01N")
+    with pytest.raises(PickleFormatError, match="declares tensor storages of at least 1099511627776 bytes"):
+        safe_load(pickle.dumps(Call(torch.storage._load_from_bytes, (huge,)), protocol=4))
+
+
+def test_allocating_constructors_are_refused():
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    with pytest.raises(UnsafePickle, match="latin1"):  # bytearray(n) would allocate n zero bytes
+        safe_load(pickle.dumps(Call(bytearray, (1 << 40,)), protocol=2))
+    assert safe_load(pickle.dumps(bytearray(b"ab"), protocol=2)) == bytearray(b"ab")
+    scalar = Call(multiarray.scalar, (np.dtype("f8"), 1 << 40))  # bytes(n) would allocate
+    with pytest.raises(PickleFormatError, match="numpy scalar without its bytes"):
+        safe_load(pickle.dumps(scalar, protocol=2))
+    empty = Call(multiarray._reconstruct, (np.ndarray, (1 << 40,), b"b"))
+    with pytest.raises(PickleFormatError, match="numpy array reconstructed with shape"):
+        safe_load(pickle.dumps(empty, protocol=2))
+    assert safe_load(pickle.dumps(np.arange(3.0), protocol=2)).tolist() == [0.0, 1.0, 2.0]
+
+
+def test_module_tree_with_non_tensor_parameters_is_a_format_error():
+    meta = {"type": "class", "version": 6, "module_src": "", "class_name": "TriPlaneGenerator",
+            "state": {"_parameters": {"w": "not a tensor"}, "_buffers": {}, "_modules": {}}}
+    record = pickle_safe._record_persistent(meta)
+    with pytest.raises(PickleFormatError, match="w is a str, not a tensor"):
+        pickle_safe.extract_network(record)
+    meta["state"]["_parameters"] = ["w"]
+    with pytest.raises(PickleFormatError, match="_parameters is a list, not a mapping of names"):
+        pickle_safe.extract_network(pickle_safe._record_persistent(meta))
 
 
 def test_torch_save_file_is_not_taken_for_a_pkl(tmp_path):
@@ -113,11 +181,11 @@ def test_converted_round_trip(tmp_path):
     net = read_nvidia_pickle(path)
     dest = tmp_path / "out" / "net.safetensors"
     dest.parent.mkdir()
-    pickle_safe.save_converted(net, dest, provenance={"url": "x"})
-    back = pickle_safe.read_converted(dest)
+    checkpoints.save_converted(net, dest, provenance={"url": "x"})
+    back = checkpoints.read_converted(dest)
     assert back.config["init_kwargs"] == net.config["init_kwargs"] and back.config["provenance"] == {"url": "x"}
     assert sorted(p.name for p in dest.parent.iterdir()) == ["net.json", "net.safetensors"]
-    as_pth = pickle_safe.converted_as_eg3d_pth(dest)
+    as_pth = checkpoints.converted_as_eg3d_pth(dest)
     assert torch.equal(as_pth["latent_avg"], g_ema.backbone.mapping.w_avg)
     assert as_pth["init_kwargs"]["mapping_kwargs"] == {"num_layers": 2} and len(as_pth["G_ema"]) == len(back.state_dict)
     fresh = build_snapshot(tmp_path / "again")[1]  # the same module tree (same seed) as a live network
@@ -138,7 +206,7 @@ def test_interrupted_conversion_leaves_no_safetensors(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        pickle_safe.save_converted(net, dest, replace=killed)
+        checkpoints.save_converted(net, dest, replace=killed)
     assert not dest.exists()
     assert [p.name for p in tmp_path.iterdir() if p.suffix in (".tmp", ".safetensors")] == []
 

@@ -18,19 +18,26 @@ from vidtriplane.config.preprocess import MattingConfig
 from vidtriplane.types import FrameBatch
 
 
-def load_session(cfg: MattingConfig) -> Any:
-    """A rembg session for ``cfg.model`` (reads or downloads the model file once)."""
+def load_session(cfg: MattingConfig, *, offline: bool | None = None) -> Any:
+    """A rembg session for ``cfg.model``. Its file comes from the weight store (``vidtriplane weights
+    import u2netp PATH``), else rembg's own folder (``$U2NET_HOME``), else a download into the store when
+    online (``offline=None`` reads ``VIDTRIPLANE_OFFLINE``); see :mod:`vidtriplane.weights.rembg_files`.
+    Offline without a copy: ``WeightsMissing``, one line naming the import command."""
     try:
         from rembg import new_session
     except ImportError:
         raise RuntimeError("matting needs rembg: pip install rembg onnxruntime (or disable matting)") from None
+    from vidtriplane.weights.rembg_files import locate, rembg_home
+
+    path = locate(cfg.model, offline=offline)  # None: a model the registry does not know, left to rembg
     try:
-        return new_session(cfg.model)
-    except Exception as exc:  # rembg raises ConnectionError / ValueError / HTTP errors when the file is missing
-        raise RuntimeError(
-            f"could not load the rembg model {cfg.model!r} ({type(exc).__name__}: {exc}). Offline, put "
-            f"{cfg.model}.onnx into $U2NET_HOME (see vidtriplane/stages/matting.py), or disable matting."
-        ) from None
+        with rembg_home(path.parent if path is not None else None):
+            return new_session(cfg.model)
+    except Exception as exc:  # noqa: BLE001 - rembg/onnxruntime raise many types for a missing or bad model
+        fix = (f"replace {path} (`vidtriplane weights import {cfg.model} PATH --force`)" if path is not None
+               else f"put {cfg.model}.onnx into $U2NET_HOME")
+        raise RuntimeError(f"could not load the rembg model {cfg.model!r} ({type(exc).__name__}: {exc}); {fix}, "
+                           "or disable matting") from None
 
 
 def alpha_of(image: np.ndarray, session: Any) -> np.ndarray:

@@ -9,24 +9,41 @@ raises ``WeightsMissing`` whose message names the file, where to get it and the 
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from vidtriplane.errors import VidtriplaneError
 from vidtriplane.weights import store
-from vidtriplane.weights.download import download
+from vidtriplane.weights.download import DownloadError, download
 from vidtriplane.weights.registry import WeightEntry, get_entry
 from vidtriplane.weights.validate import Expectations, InvalidWeights, ValidationReport
+
+log = logging.getLogger(__name__)
 
 OFFLINE_ENV = "VIDTRIPLANE_OFFLINE"
 
 
-class WeightsMissing(FileNotFoundError):
+class WeightsMissing(VidtriplaneError, FileNotFoundError):
     """A weight file that is not in the cache and may not be downloaded (offline mode)."""
 
     def __str__(self) -> str:  # FileNotFoundError would format (errno, strerror) otherwise
+        return str(self.args[0])
+
+
+class ImportSourceMissing(VidtriplaneError, FileNotFoundError):
+    """The file given to ``weights import`` does not exist."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class AlreadyStored(VidtriplaneError, FileExistsError):
+    """``weights import`` of an entry the cache already holds (``--force`` replaces it)."""
+
+    def __str__(self) -> str:
         return str(self.args[0])
 
 
@@ -54,6 +71,20 @@ def missing_message(entry: WeightEntry, *, why: str) -> str:
         lines.append(f"Note: {entry.notes}")
     lines += ["then run:", f"  {import_command(entry)}", f"Licence: {entry.licence}"]
     return "\n".join(lines)
+
+
+def manual_hint(entry: WeightEntry) -> str:
+    """How to get ``entry`` by hand after a failed download; ends with the import command."""
+    mirror = f" or from the {entry.mirror}" if entry.mirror else ""
+    return f"Download {entry.filename} by hand from {entry.urls[0]}{mirror}, then run:\n  {import_command(entry)}"
+
+
+def offline_one_line(entry: WeightEntry, what: str) -> str:
+    """One line for a missing file in offline mode: the import command and a second source if any."""
+    mirror = f" or from the {entry.mirror}" if entry.mirror else ""
+    return (f"{what} {entry.name!r} is not in the weight store ({store.stored_path(entry)}) and offline mode "
+            f"forbids downloading it: get {entry.filename} from {entry.urls[0]}{mirror} and run "
+            f"`vidtriplane weights import {entry.name} PATH`")
 
 
 @dataclass(frozen=True)
@@ -86,8 +117,8 @@ def resolve(name: str, *, offline: bool | None = None, fetch_missing: bool = Tru
         raise WeightsMissing(missing_message(entry, why="offline mode is on (--offline or VIDTRIPLANE_OFFLINE=1)"))
     if not fetch_missing:
         raise WeightsMissing(missing_message(entry, why="downloading was not allowed"))
-    print(f"weights {entry.name!r} are not in the cache yet: downloading {entry.filename} ({entry.display_size}, "
-          f"licence: {entry.licence}) to {path}", file=sys.stderr)
+    log.info("weights %r are not in the cache yet: downloading %s (%s, licence: %s) to %s",
+             entry.name, entry.filename, entry.display_size, entry.licence, path)
     return fetch(name, registry=registry, progress=progress, offline=False).path
 
 
@@ -113,8 +144,11 @@ def _fetch_locked(entry: WeightEntry, path: Path, *, progress: bool, retries: in
                   expectations: Expectations | None) -> StoredWeights:
     """Download to ``<file>.incoming`` (resuming its ``.part``), validate/convert, store; lock held."""
     incoming = store.incoming_path(entry)
-    result = download(entry.urls, incoming, sha256=entry.sha256, md5=entry.md5, retries=retries,
-                      timeout=timeout, progress=progress, label=entry.name)
+    try:
+        result = download(entry.urls, incoming, sha256=entry.sha256, md5=entry.md5, retries=retries,
+                          timeout=timeout, progress=progress, label=entry.filename)
+    except DownloadError as err:
+        raise type(err)(f"{err}\n{manual_hint(entry)}") from None
     try:
         report = _store(entry, incoming, expectations=expectations, provenance={"url": result.url})
     finally:
@@ -131,10 +165,10 @@ def import_file(name: str, source: Path, *, force: bool = False,
     entry = get_entry(name, registry)
     source = Path(source).expanduser()
     if not source.is_file():
-        raise FileNotFoundError(f"{source} does not exist or is not a file")
+        raise ImportSourceMissing(f"{source} does not exist or is not a file")
     path = store.stored_path(entry)
     if path.is_file() and not force:
-        raise FileExistsError(f"{entry.name} is already in the cache ({path}); add --force to replace it")
+        raise AlreadyStored(f"{entry.name} is already in the cache ({path}); add --force to replace it")
     hashes = store.file_hashes(source, algorithms=("sha256", "md5"))
     mismatches: list[str] = []
     if entry.sha256 and not store.sha256_matches(entry.sha256, hashes["sha256"]):
@@ -161,11 +195,13 @@ def _store(entry: WeightEntry, source: Path, *, expectations: Expectations | Non
     dest = store.stored_path(entry)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if entry.kind == "eg3d-pkl":
-        from vidtriplane.weights import pickle_safe
+        from vidtriplane.checkpoints import save_converted
+        from vidtriplane.models.state import shapes_of
+        from vidtriplane.weights.pickle_safe import read_nvidia_pickle
 
-        net = pickle_safe.read_nvidia_pickle(source)
-        validate.check_eg3d_state(validate.shapes_of(net.state_dict), expectations or validate.model_shapes)
-        pickle_safe.save_converted(net, dest, provenance=provenance)
+        net = read_nvidia_pickle(source)
+        validate.check_eg3d_state(shapes_of(net.state_dict), expectations or validate.model_shapes)
+        save_converted(net, dest, provenance=provenance)
         return ValidationReport(entry.kind, f"EG3D {net.config['class_name']} from NVIDIA pickle: "
                                 f"{len(net.state_dict)} tensors, converted to safetensors")
     report = validate.validate_file(entry.kind, source, expectations=expectations)

@@ -9,13 +9,19 @@ Google Drive answers a request for a large file with an HTML page ("can't scan t
 that holds a download form (``id``, ``export``, ``confirm``, ``uuid`` fields) or, in older versions, a
 link with a ``confirm=`` token or a ``download_warning`` cookie. ``confirmation_url`` turns that page
 into the URL of the file. Any other HTML answer is an error (a weight file is never text/html).
+
+Failures that a retry cannot fix within seconds (the host name does not resolve, the connection is
+refused, the network is unreachable: in short, offline) end the attempts on that URL at once; the error
+lists each URL once with its last failure.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import html
 import http.client
 import http.cookiejar
+import logging
 import os
 import re
 import socket
@@ -30,6 +36,9 @@ from pathlib import Path
 from typing import Sequence
 
 from vidtriplane import __version__
+from vidtriplane.errors import VidtriplaneError
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16
 MAX_HTML_BYTES = 4 << 20
@@ -38,9 +47,10 @@ RETRY_BACKOFF_S = 0.5
 USER_AGENT = f"vidtriplane/{__version__} (weights downloader; Python urllib)"
 _RETRYABLE = (ConnectionError, http.client.IncompleteRead, http.client.RemoteDisconnected, socket.timeout,
               TimeoutError, urllib.error.URLError, OSError)
+_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH}
 
 
-class DownloadError(RuntimeError):
+class DownloadError(VidtriplaneError, RuntimeError):
     """A download that could not be completed; the message says what to do next."""
 
 
@@ -196,7 +206,7 @@ def download(urls: Sequence[str], dest: Path, *, sha256: str | None = None, md5:
     """Download the first URL that works into ``dest`` (resuming ``dest.part``), verified and atomic.
 
     ``sha256`` may be a full digest or a prefix; when neither it nor ``md5`` is given, the sha256 is
-    printed on stderr so it can be pinned. On a checksum mismatch the bad file is deleted and
+    logged so it can be pinned. An unreachable host is not retried. On a checksum mismatch the bad file is deleted and
     ``ChecksumMismatch`` is raised; on a network failure the ``.part`` file is kept for resuming and
     ``DownloadError`` is raised.
     """
@@ -204,33 +214,46 @@ def download(urls: Sequence[str], dest: Path, *, sha256: str | None = None, md5:
     part = dest.with_name(dest.name + ".part")
     part.parent.mkdir(parents=True, exist_ok=True)
     session = _Session(timeout)
-    failures: list[str] = []
+    failures: dict[str, str] = {}  # url -> its last error
     for url in urls:
         for attempt in range(retries + 1):
+            if attempt:
+                log.info("retrying %s from byte %d (attempt %d/%d)", url, part.stat().st_size if part.exists() else 0,
+                         attempt + 1, retries + 1)
             try:
-                if attempt and progress:
-                    print(f"retrying {url} from byte {part.stat().st_size if part.exists() else 0} "
-                          f"(attempt {attempt + 1}/{retries + 1})", file=sys.stderr)
                 _fetch_into(session, url, part, label=label or dest.name, progress=progress)
-                return _finish(part, dest, url, sha256=sha256, md5=md5)
+                return _finish(part, dest, url, sha256=sha256, md5=md5, label=label)
             except urllib.error.HTTPError as err:
-                failures.append(f"{url}: HTTP {err.code} {err.reason}")
+                failures[url] = f"HTTP {err.code} {err.reason}"
                 if err.code < 500 and err.code != 429:
                     break
+            except ChecksumMismatch:
+                raise
             except DownloadError as err:
-                if isinstance(err, ChecksumMismatch):
-                    raise
-                failures.append(f"{url}: {err}")
+                failures[url] = str(err)
                 break
             except _RETRYABLE as err:
-                failures.append(f"{url}: {type(err).__name__}: {err}")
+                failures[url] = f"{type(err).__name__}: {getattr(err, 'reason', None) or err}"
+                if unreachable(err):
+                    break
             if attempt < retries:
                 time.sleep(min(RETRY_BACKOFF_S * 2 ** attempt, 8.0))
-    kept = f" The partial file {part} is kept; run the same command again to resume." if part.exists() else ""
-    raise DownloadError("could not download " + dest.name + ":\n  " + "\n  ".join(failures[-6:]) + kept)
+    kept = f"\nThe partial file {part} is kept; run the same command again to resume." if part.exists() else ""
+    listed = "\n  ".join(f"{url}: {why}" for url, why in failures.items())
+    raise DownloadError(f"could not download {label or dest.name}:\n  {listed}{kept}")
 
 
-def _finish(part: Path, dest: Path, url: str, *, sha256: str | None, md5: str | None) -> DownloadResult:
+def unreachable(err: BaseException) -> bool:
+    """Whether ``err`` says the host cannot be reached at all (no name resolution, refused, no route):
+    retrying within seconds would not help."""
+    reason = getattr(err, "reason", err)
+    if isinstance(reason, socket.gaierror):
+        return True
+    return isinstance(reason, OSError) and reason.errno in _UNREACHABLE_ERRNOS
+
+
+def _finish(part: Path, dest: Path, url: str, *, sha256: str | None, md5: str | None,
+            label: str = "") -> DownloadResult:
     """Check the completed ``part`` against the pinned checksums, then rename it to ``dest``."""
     h_sha, h_md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with open(part, "rb") as f:
@@ -246,11 +269,11 @@ def _finish(part: Path, dest: Path, url: str, *, sha256: str | None, md5: str | 
     if problems:
         part.unlink()
         raise ChecksumMismatch(
-            f"checksum mismatch for {dest.name} from {url}: " + "; ".join(problems)
+            f"checksum mismatch for {label or dest.name} from {url}: " + "; ".join(problems)
             + ". The downloaded file was removed. Try again; if it keeps failing, download it by hand and "
             "check it before `vidtriplane weights import`.")
     if sha256 is None and md5 is None:
-        print(f"sha256 of {dest.name}: {got_sha} (not pinned in the registry)", file=sys.stderr)
+        log.info("sha256 of %s: %s (not pinned in the registry)", label or dest.name, got_sha)
     nbytes = part.stat().st_size
     os.replace(part, dest)
     return DownloadResult(path=dest, url=url, nbytes=nbytes, sha256=got_sha, md5=got_md5)

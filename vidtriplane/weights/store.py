@@ -18,9 +18,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,6 +29,8 @@ from typing import Any, Iterator
 
 from vidtriplane.paths import home_dir
 from vidtriplane.weights.registry import WeightEntry, format_bytes
+
+log = logging.getLogger(__name__)
 
 SOURCE_RECORD = "source.json"
 LOCK_FILE = ".lock"
@@ -141,7 +143,7 @@ def entry_lock(entry: WeightEntry) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"waiting for another process that is fetching {entry.name} ...", file=sys.stderr)
+            log.info("waiting for another process that is fetching %s ...", entry.name)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

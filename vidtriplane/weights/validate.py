@@ -1,35 +1,36 @@
-"""Structure checks for weight files: right container, right keys, right shapes.
+"""Structure checks for weight files: the right format, and the keys and shapes our models expect.
 
-``vidtriplane weights import`` refuses a file unless it has the structure of its registry ``kind``.
-The expected ``{key: shape}`` of each network part comes from our own models, built on the ``meta``
-device (no memory, no weights), so the check is exactly "would ``load_state_dict(strict=True)`` work".
-When the models cannot be built (a partial install), a coarse check is used instead: entry counts and a
-few anchor shapes from the official checkpoint layout.
+``vidtriplane weights fetch`` and ``weights import`` refuse a file unless it has the structure of its
+registry ``kind``. Each file is opened by the one loader (:func:`vidtriplane.weights.loader.load_torch`),
+its layout is read by :mod:`vidtriplane.checkpoints` (the one module that knows the formats), and its
+``{key: shape}`` is compared by the one shape check (:func:`vidtriplane.models.state.diff_shapes`) with
+the shapes of our own models built on the ``meta`` device (no memory, no weights): exactly "would
+``load_state_dict(strict=True)`` work". When the models cannot be built (a partial install), a coarse
+check is used instead: entry counts and a few anchor shapes of the official checkpoint layout.
 
-Part names (the same as the sections of the official state_dict manifest):
-``psp_encoder``, ``triplanenet_encoder`` (v1), ``triplanenet_v2_encoder_pixelshuffle``,
-``triplanenet_v2_encoder_upsample``, ``eg3d_G``.
+Part names are the sections of the official state_dict manifest: ``psp_encoder``, ``triplanenet_encoder``
+(v1), ``triplanenet_v2_encoder_pixelshuffle``, ``triplanenet_v2_encoder_upsample``, ``eg3d_G``.
 """
 from __future__ import annotations
 
 import functools
-import pickle
-import re
-import sys
-import zipfile
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from vidtriplane import checkpoints
+from vidtriplane.checkpoints import PARTS, CheckpointError, encoder_part
+from vidtriplane.models.state import Shape, ShapeMap, diff_shapes, shapes_of
+from vidtriplane.weights.loader import load_torch
+
 if TYPE_CHECKING:
     import torch
 
-Shape = tuple[int, ...]
-ShapeMap = Mapping[str, Shape]
+log = logging.getLogger(__name__)
+
 # part name -> expected {key: shape}, or None when unknown
 Expectations = Callable[[str], "ShapeMap | None"]
-
-V1_PARTS = {"psp_encoder.": "psp_encoder", "triplanenet_encoder.": "triplanenet_encoder", "decoder.": "eg3d_G"}
 V2_VARIANTS = ("triplanenet_v2_encoder_pixelshuffle", "triplanenet_v2_encoder_upsample")
 
 # Coarse fallback: (number of state_dict entries, anchor shapes) per part of the official layout.
@@ -59,7 +60,7 @@ LPIPS_ALEX_SHAPES: dict[str, Shape] = {
 }
 
 
-class InvalidWeights(ValueError):
+class InvalidWeights(CheckpointError):
     """A file that does not have the structure of its registry kind; the message lists what is wrong."""
 
 
@@ -88,12 +89,9 @@ def model_shapes(part: str) -> dict[str, Shape] | None:
         with torch.device("meta"):
             module = _build_part(part)
     except Exception as err:  # noqa: BLE001 - any failure means "no model-based oracle"; coarse check runs
-        print(f"note: cannot build {part} for validation ({type(err).__name__}: {err}); using a coarse check",
-              file=sys.stderr)
+        log.warning("cannot build %s for validation (%s: %s); using a coarse check", part, type(err).__name__, err)
         return None
-    if module is None:
-        return None
-    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    return None if module is None else shapes_of(module.state_dict())
 
 
 def _build_part(part: str) -> "torch.nn.Module | None":
@@ -116,6 +114,12 @@ def _build_part(part: str) -> "torch.nn.Module | None":
     return None
 
 
+def _triplanenet_parts(version: int, variant: str) -> dict[str, str]:
+    """state_dict prefix -> manifest part for a TriPlaneNet of this version / decoder variant."""
+    return {prefix: encoder_part(version, variant) if part == "triplanenet_encoder" else part  # type: ignore[arg-type]
+            for prefix, part in PARTS.items()}
+
+
 def expected_shapes(kind: str, *, variant: str = "pixelshuffle",
                     expectations: Expectations | None = None) -> dict[str, Shape] | None:
     """The full expected {key: shape} of a registry kind's state_dict, or None when it cannot be built.
@@ -125,10 +129,8 @@ def expected_shapes(kind: str, *, variant: str = "pixelshuffle",
     """
     exp = expectations or model_shapes
     if kind in ("triplanenet-v1", "triplanenet-v2"):
-        encoder = "triplanenet_encoder" if kind == "triplanenet-v1" else f"triplanenet_v2_encoder_{variant}"
-        parts = {"psp_encoder.": "psp_encoder", "triplanenet_encoder.": encoder, "decoder.": "eg3d_G"}
         out: dict[str, Shape] = {}
-        for prefix, part in parts.items():
+        for prefix, part in _triplanenet_parts(int(kind[-1]), variant).items():
             shapes = exp(part)
             if shapes is None:
                 return None
@@ -137,41 +139,20 @@ def expected_shapes(kind: str, *, variant: str = "pixelshuffle",
     if kind in ("eg3d-pth", "eg3d-pkl"):
         shapes = exp("eg3d_G")
         return None if shapes is None else {k: tuple(v) for k, v in shapes.items()}
-    if kind == "alexnet":
-        return dict(ALEXNET_SHAPES)
-    if kind == "lpips-linear":
-        return dict(LPIPS_ALEX_SHAPES)
-    return None
-
-
-def shapes_of(state: Mapping[str, Any]) -> dict[str, Shape]:
-    """{key: shape} of a state_dict (tensors, or anything with ``.shape``)."""
-    return {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    return {"alexnet": ALEXNET_SHAPES, "lpips-linear": LPIPS_ALEX_SHAPES}.get(kind)
 
 
 def compare(found: ShapeMap, part: str, expectations: Expectations) -> list[str]:
-    """Problems of ``found`` against ``part``: missing/unexpected keys and wrong shapes ([] = fine)."""
+    """Problems of ``found`` against ``part``, one line each prefixed with the part ([] = fine).
+
+    Exact keys and shapes when ``expectations`` knows the part, else the coarse count + anchor shapes."""
     expected = expectations(part)
-    problems: list[str] = []
     if expected is not None:
-        missing = [k for k in expected if k not in found]
-        extra = [k for k in found if k not in expected]
-        wrong = [f"{k}: {list(found[k])} (expected {list(expected[k])})" for k in expected
-                 if k in found and tuple(found[k]) != tuple(expected[k])]
-        for label, items in (("missing keys", missing), ("unexpected keys", extra), ("wrong shapes", wrong)):
-            if items:
-                shown = ", ".join(items[:5]) + (f", ... ({len(items)} in all)" if len(items) > 5 else "")
-                problems.append(f"{part}: {label}: {shown}")
-        return problems
+        return [f"{part}: {problem}" for problem in diff_shapes(found, expected).describe()]
     count, anchors = _COARSE[part]
-    if len(found) != count:
-        problems.append(f"{part}: {len(found)} entries (expected {count})")
-    for key, shape in anchors.items():
-        if key not in found:
-            problems.append(f"{part}: missing key {key}")
-        elif tuple(found[key]) != shape:
-            problems.append(f"{part}: {key} has shape {list(found[key])} (expected {list(shape)})")
-    return problems
+    diff = diff_shapes({k: found[k] for k in anchors if k in found}, anchors)
+    counted = [] if len(found) == count else [f"{len(found)} entries (expected {count})"]
+    return [f"{part}: {problem}" for problem in counted + diff.describe()]
 
 
 def split_prefix(state: ShapeMap, prefix: str) -> dict[str, Shape]:
@@ -179,48 +160,19 @@ def split_prefix(state: ShapeMap, prefix: str) -> dict[str, Shape]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-# --------------------------------------------------------------------------------------------------
-# Loading
+def _fail(problems: list[str], headline: str) -> None:
+    if problems:
+        raise InvalidWeights(f"{headline}:\n  " + "\n  ".join(problems))
 
 
-def is_nvidia_pickle(path: Path) -> bool:
-    """Whether ``path`` looks like a plain pickle using NVIDIA's persistence module (cheap sniff)."""
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    return head[:1] == b"\x80" and b"torch_utils.persistence" in head
-
-
-def load_torch_file(path: Path) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU, with errors that say what the file is."""
-    path = Path(path)
-    if not zipfile.is_zipfile(path) and is_nvidia_pickle(path):
-        raise InvalidWeights(f"{path} is an NVIDIA network pickle (.pkl), not a torch .pth file; "
-                             "import it as eg3d-ffhq512-128-pkl")
-    from vidtriplane.checkpoints import torch_load_weights_only
-
+def _parsed(parse: Callable[[Any, str], Any], obj: Any, where: str) -> Any:
+    """A :mod:`vidtriplane.checkpoints` layout parser whose errors become :class:`InvalidWeights`."""
+    if not isinstance(obj, Mapping):
+        raise InvalidWeights(f"{where} holds a {type(obj).__name__}, expected a dict")
     try:
-        return torch_load_weights_only(path, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found:
-            raise InvalidWeights(f"{path} holds pickled objects other than tensors and plain containers "
-                                 f"({found.group(1)}), so it was not loaded (torch.load weights_only=True); "
-                                 "re-save it as a plain state_dict") from None
-        raise InvalidWeights(f"{path} is not a readable torch file (neither a torch.save zip archive nor a "
-                             "legacy torch pickle); was the download an error page?") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise InvalidWeights(f"{path} is not a readable torch file ({type(err).__name__}: {err})") from None
-
-
-def _require_state_dict(obj: Any, what: str) -> Mapping[str, Any]:
-    import torch
-
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(k, str) for k in obj):
-        raise InvalidWeights(f"{what} is not a state_dict (a mapping of names to tensors)")
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise InvalidWeights(f"{what} holds no tensors")
-    return obj
+        return parse(obj, where)
+    except CheckpointError as err:
+        raise InvalidWeights(str(err)) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,96 +180,58 @@ def _require_state_dict(obj: Any, what: str) -> Mapping[str, Any]:
 
 
 def _check_triplanenet(obj: Any, version: int, expectations: Expectations) -> ValidationReport:
-    if not isinstance(obj, Mapping) or "state_dict" not in obj:
-        keys = sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__
-        raise InvalidWeights(f"not a TriPlaneNet checkpoint: expected a dict with 'state_dict' and 'opts', found {keys}")
-    state = shapes_of(_require_state_dict(obj["state_dict"], "checkpoint['state_dict']"))
+    ckpt = _parsed(checkpoints.parse_triplanenet, obj, "TriPlaneNet checkpoint")
+    if ckpt.version != version:
+        shape = list(ckpt.state_dict[checkpoints.INPUT_KEY].shape)
+        raise InvalidWeights(f"this is a TriPlaneNet v{ckpt.version} checkpoint, not the TriPlaneNet v{version} "
+                             f"file expected ({checkpoints.INPUT_KEY} has shape {shape}); import it under "
+                             f"triplanenet-v{ckpt.version}")
+    state = shapes_of(ckpt.state_dict)
     problems: list[str] = []
+    for prefix, part in _triplanenet_parts(version, ckpt.variant).items():
+        problems += compare(split_prefix(state, prefix), part, expectations)
     warnings: list[str] = []
-    problems += compare(split_prefix(state, "psp_encoder."), "psp_encoder", expectations)
-    problems += compare(split_prefix(state, "decoder."), "eg3d_G", expectations)
-    encoder = split_prefix(state, "triplanenet_encoder.")
-    if version == 1:
-        problems += compare(encoder, "triplanenet_encoder", expectations)
-        detail = "TriPlaneNet v1"
-    else:
-        attempts = {part: compare(encoder, part, expectations) for part in V2_VARIANTS}
-        ok = [part for part, issues in attempts.items() if not issues]
-        if ok:
-            detail = f"TriPlaneNet v2 ({ok[0].rsplit('_', 1)[1]} decoder)"
-        else:
-            best = min(attempts, key=lambda p: len(attempts[p]))
-            problems += attempts[best]
-            detail = "TriPlaneNet v2"
-    other = [k for k in state if not k.startswith(tuple(V1_PARTS))]
-    if other:
+    other = [k for k in state if not k.startswith(tuple(PARTS))]
+    if other:  # the official v2 loader is non-strict: extra entries are ignored there, and by us
         (problems if version == 1 else warnings).append(
             f"keys outside psp_encoder/triplanenet_encoder/decoder: {', '.join(other[:5])}")
     if "opts" not in obj:
         warnings.append("no 'opts' entry (training options); defaults will be used")
-    if problems:
-        raise InvalidWeights(f"{detail} checkpoint does not match the model:\n  " + "\n  ".join(problems))
+    detail = f"TriPlaneNet v{version}" + (f" ({ckpt.variant} decoder)" if version == 2 else "")
+    _fail(problems, f"{detail} checkpoint does not match the model")
     return ValidationReport(f"triplanenet-v{version}", f"{detail}: {len(state)} tensors", tuple(warnings))
 
 
 def _check_eg3d_pth(obj: Any, expectations: Expectations) -> ValidationReport:
-    if not isinstance(obj, Mapping) or "G_ema" not in obj:
-        keys = sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__
-        raise InvalidWeights(f"not an EG3D .pth: expected a dict with 'G_ema', 'init_kwargs', 'latent_avg', found {keys}")
-    state = shapes_of(_require_state_dict(obj["G_ema"], "checkpoint['G_ema']"))
-    problems = compare(state, "eg3d_G", expectations)
-    import torch
-
-    latent = obj.get("latent_avg")
-    warnings = []
-    if latent is None:
-        warnings.append("no 'latent_avg'; backbone.mapping.w_avg will be used")
-    elif not isinstance(latent, torch.Tensor) or tuple(latent.shape) not in ((512,), (1, 512)):
-        problems.append(f"latent_avg has shape {getattr(latent, 'shape', type(latent).__name__)} (expected [512])")
-    if not isinstance(obj.get("init_kwargs"), Mapping):
-        warnings.append("no 'init_kwargs'; the FFHQ-512 defaults will be used")
-    if problems:
-        raise InvalidWeights("EG3D checkpoint does not match the generator:\n  " + "\n  ".join(problems))
-    return ValidationReport("eg3d-pth", f"EG3D generator: {len(state)} tensors", tuple(warnings))
+    ckpt = _parsed(checkpoints.parse_eg3d, obj, "EG3D .pth")
+    check_eg3d_state(shapes_of(ckpt.state_dict), expectations, what="EG3D checkpoint's G_ema")
+    return ValidationReport("eg3d-pth", f"EG3D generator: {len(ckpt.state_dict)} tensors")
 
 
-def check_eg3d_state(state: ShapeMap, expectations: Expectations) -> None:
-    """Raise ``InvalidWeights`` unless ``state`` matches the EG3D generator (used for converted .pkl)."""
-    problems = compare(state, "eg3d_G", expectations)
-    if problems:
-        raise InvalidWeights("the pickle's G_ema does not match the EG3D generator:\n  " + "\n  ".join(problems))
+def check_eg3d_state(state: ShapeMap, expectations: Expectations, *, what: str = "the pickle's G_ema") -> None:
+    """Raise ``InvalidWeights`` unless ``state`` matches the EG3D generator (also used for converted .pkl)."""
+    _fail(compare(state, "eg3d_G", expectations), f"{what} does not match the EG3D generator")
 
 
-def _check_fixed(obj: Any, kind: str, expected: ShapeMap, *, allow_extra: bool = False) -> ValidationReport:
-    state = shapes_of(_require_state_dict(obj, "the file"))
-    problems = [f"missing key {k}" for k in expected if k not in state]
-    problems += [f"{k} has shape {list(state[k])} (expected {list(v)})" for k, v in expected.items()
-                 if k in state and state[k] != tuple(v)]
-    if not allow_extra:
-        problems += [f"unexpected key {k}" for k in state if k not in expected]
-    if problems:
-        raise InvalidWeights(f"not a valid {kind} file:\n  " + "\n  ".join(problems[:10]))
+def _check_fixed(obj: Any, kind: str, expected: ShapeMap) -> ValidationReport:
+    state = shapes_of(_parsed(checkpoints.tensor_dict, obj, "the file"))
+    _fail(diff_shapes(state, expected).describe(), f"not a valid {kind} file")
     return ValidationReport(kind, f"{kind}: {len(state)} tensors")
 
 
 def _check_irse(obj: Any, kind: str, expectations: Expectations) -> ValidationReport:
     """IR-SE backbones: input_layer + body + output_layer; IR-SE-50's body must match our pSp trunk."""
-    state = shapes_of(_require_state_dict(obj, "the file"))
-    problems = []
-    for prefix in ("input_layer.", "body.", "output_layer."):
-        if not any(k.startswith(prefix) for k in state):
-            problems.append(f"no {prefix}* keys")
+    state = shapes_of(_parsed(checkpoints.tensor_dict, obj, "the file"))
+    problems = [f"no {prefix}* keys" for prefix in ("input_layer.", "body.", "output_layer.")
+                if not any(k.startswith(prefix) for k in state)]
     if state.get("input_layer.0.weight") not in ((64, 3, 3, 3), None):
         problems.append(f"input_layer.0.weight has shape {list(state['input_layer.0.weight'])} (expected [64, 3, 3, 3])")
-    if kind == "ir-se50" and not problems:
-        psp = expectations("psp_encoder")
-        if psp is not None:
-            trunk = {k: v for k, v in psp.items() if k.startswith(("input_layer.", "body."))}
-            trunk_found = {k: v for k, v in state.items() if k.startswith(("input_layer.", "body."))}
-            problems += [p.replace("psp_encoder", "IR-SE-50 trunk")
-                         for p in compare(trunk_found, "psp_encoder", lambda _: trunk)]
-    if problems:
-        raise InvalidWeights(f"not a valid {kind} backbone:\n  " + "\n  ".join(problems))
+    psp = expectations("psp_encoder") if kind == "ir-se50" and not problems else None
+    if psp is not None:
+        trunk = ("input_layer.", "body.")
+        problems += [f"IR-SE-50 trunk: {p}" for p in diff_shapes({k: v for k, v in state.items() if k.startswith(trunk)},
+                                                                {k: v for k, v in psp.items() if k.startswith(trunk)}).describe()]
+    _fail(problems, f"not a valid {kind} backbone")
     return ValidationReport(kind, f"{kind}: {len(state)} tensors")
 
 
@@ -333,26 +247,21 @@ def check_onnx(path: Path) -> ValidationReport:
 def validate_object(kind: str, obj: Any, *, expectations: Expectations | None = None) -> ValidationReport:
     """Check an already loaded torch object against ``kind``; raise ``InvalidWeights`` when it does not fit."""
     exp = expectations or model_shapes
-    if kind == "triplanenet-v1":
-        return _check_triplanenet(obj, 1, exp)
-    if kind == "triplanenet-v2":
-        return _check_triplanenet(obj, 2, exp)
+    if kind in ("triplanenet-v1", "triplanenet-v2"):
+        return _check_triplanenet(obj, int(kind[-1]), exp)
     if kind == "eg3d-pth":
         return _check_eg3d_pth(obj, exp)
     if kind in ("ir-se50", "curricularface"):
         return _check_irse(obj, kind, exp)
-    if kind == "alexnet":
-        return _check_fixed(obj, kind, ALEXNET_SHAPES)
-    if kind == "lpips-linear":
-        return _check_fixed(obj, kind, LPIPS_ALEX_SHAPES)
+    if kind in ("alexnet", "lpips-linear"):
+        return _check_fixed(obj, kind, expected_shapes(kind) or {})
     raise ValueError(f"no object check for kind {kind!r}")
 
 
 def validate_file(kind: str, path: Path, *, expectations: Expectations | None = None) -> ValidationReport:
-    """Check a file on disk against ``kind`` (torch files through ``weights_only`` loading)."""
+    """Check a file on disk against ``kind`` (torch files through the one loader, ``weights_only``)."""
     if kind == "onnx":
         return check_onnx(path)
     if kind == "eg3d-pkl":
         raise ValueError("eg3d-pkl files are checked while converting (vidtriplane.weights.api.import_file)")
-    obj = load_torch_file(path)
-    return validate_object(kind, obj, expectations=expectations)
+    return validate_object(kind, load_torch(path, kind=kind), expectations=expectations)
