@@ -34,13 +34,14 @@ from vidtriplane.errors import UsageError, VidtriplaneError
 from vidtriplane.runners.engine import RayOptions, require_ray
 from vidtriplane.runners.jobs import Job
 from vidtriplane.runners.local import JobResult, RunSummary, failure, log_failure, pending
-from vidtriplane.runners.ray_worker import FORWARDED_ENV, Unit, Worker
+from vidtriplane.runners.ray_pool import Pool
+from vidtriplane.runners.ray_worker import Unit
 
 log = logging.getLogger(__name__)
 
 
-class RayError(VidtriplaneError):
-    """The Ray cluster could not be used (not reachable, workers that cannot start)."""
+class ClusterUnavailable(VidtriplaneError):
+    """The Ray cluster could not be joined or started."""
 
 
 class UnitFailed(VidtriplaneError):
@@ -91,60 +92,8 @@ def connect(ray, options: RayOptions) -> bool:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise RayError(f"cannot use {where}: {exc}") from None
+        raise ClusterUnavailable(f"cannot use {where}: {exc}") from None
     return True
-
-
-class _Pool:
-    """The worker actors, which of them are idle, and their figures."""
-
-    def __init__(self, ray, task: Any, options: RayOptions, wanted: int) -> None:
-        resources = ray.cluster_resources()
-        cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
-        gpw = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if gpus else 0.0)
-        cpw = options.cpus_per_worker
-        if gpw > gpus:
-            raise UsageError(f"--gpus-per-worker {gpw:g}: the Ray cluster has {gpus:g} GPUs; use "
-                             "--gpus-per-worker 0 for CPU workers")
-        fit = int(cpus // cpw) if cpw else 1 << 30
-        if gpw:
-            fit = min(fit, int(gpus // gpw))
-        n = options.workers or max(1, min(fit, wanted))
-        if n > fit:
-            log.warning("%d workers asked for, but the cluster has room for %d now (%g CPUs, %g GPUs); the others "
-                        "start when resources free up", n, fit, cpus, gpus)
-        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-        actor = ray.remote(num_cpus=cpw, num_gpus=gpw, max_restarts=-1, max_task_retries=0,
-                           max_concurrency=2)(Worker)
-        self.actors = [actor.remote(task, i, options.log_level, env) for i in range(n)]
-        self.starting = {a.info.remote(): i for i, a in enumerate(self.actors)}
-        self.idle: deque[int] = deque()
-        self.stats = [{"worker": i, "host": "", "pid": 0, "load_seconds": 0.0, "deaths": 0, "units": 0, "frames": 0,
-                       "busy_seconds": 0.0} for i in range(n)]
-        self.gpus_per_worker, self.cpus_per_worker = gpw, cpw
-
-    def started(self, ray, ref) -> None:
-        """A worker's info arrived: it is idle now (or its load error ends the run)."""
-        slot = self.starting.pop(ref)
-        try:
-            info = ray.get(ref)
-        except ray.exceptions.RayError as exc:
-            raise RayError(f"a Ray worker could not start ({str(exc).strip().splitlines()[-1]}); is this "
-                           "version of vidtriplane installed on every node?") from None
-        if info["error"] is not None:
-            error = RayError(f"worker {slot} could not load the models: {info['error']['message']}")
-            error.exit_code = info["error"]["exit_code"]
-            raise error
-        self.stats[slot].update(host=info["host"], pid=info["pid"], load_seconds=info["load_seconds"])
-        self.idle.append(slot)
-
-    def table(self) -> list[dict]:
-        out = []
-        for s in self.stats:
-            fps = s["frames"] / s["busy_seconds"] if s["busy_seconds"] else 0.0
-            out.append({**s, "busy_seconds": round(s["busy_seconds"], 3), "fps": round(fps, 3),
-                        "gpus": self.gpus_per_worker, "cpus": self.cpus_per_worker})
-        return out
 
 
 class _Driver:
@@ -164,7 +113,7 @@ class _Driver:
         self.stitching: dict[Future, _JobState] = {}
         self.frames = 0
         self.results: list[JobResult] = []
-        self.pool: Optional[_Pool] = None
+        self.pool: Optional[Pool] = None
 
     # ------------------------------------------------------------------------------------------
     # units
@@ -259,13 +208,13 @@ class _Driver:
     def unit_done(self, ref) -> None:
         slot, unit = self.inflight.pop(ref)
         self.live.pop(slot, None)
-        self.pool.idle.append(slot)
         state = self.jobs[unit.job.target]
         try:
             out = self.ray.get(ref)
         except self.ray.exceptions.RayError as exc:
             self.worker_lost(slot, unit, state, exc)
             return
+        self.pool.idle.append(slot)
         stats = self.pool.stats[slot]
         stats["units"] += 1
         stats["busy_seconds"] += out["seconds"]
@@ -291,10 +240,10 @@ class _Driver:
 
     def worker_lost(self, slot: int, unit: Unit, state: _JobState, exc: BaseException) -> None:
         """The worker died with ``unit`` in hand: Ray restarts it; the unit runs again or fails."""
-        self.pool.stats[slot]["deaths"] += 1
+        self.pool.lost(slot)
         self.attempts[unit.id] += 1
         tries = self.attempts[unit.id]
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = f"{type(exc).__name__}: its process ended (killed, out of memory or crashed)"
         _discard_partials(unit)
         if state.done:
             return
@@ -304,7 +253,7 @@ class _Driver:
             self.queue.appendleft(unit)
             return
         out = {"status": "failed", "seconds": 0.0, "frames": 0,
-               "error": f"the worker running it died {tries} times (last: {reason}); giving up"}
+               "error": f"the worker running it died {tries} times ({reason}); giving up"}
         self.record(unit, slot, out)
         self.fail(state, unit, out["error"])
 
@@ -319,7 +268,7 @@ class _Driver:
 
         # as many workers as there are units to start with (a video in segments has work for all of them)
         wanted = 1 << 30 if any(self.segmentable(job) for job in todo) else len(todo)
-        self.pool = _Pool(self.ray, self.task, self.options, wanted)
+        self.pool = Pool(self.ray, self.task, self.options, wanted)
         for job in todo:
             self.queue.extend(self.first_units(job, len(self.pool.actors)))
         show = self.options.progress
@@ -346,14 +295,15 @@ class _Driver:
                 slot, unit = self.pool.idle.popleft(), self.queue.popleft()
                 ref = self.pool.actors[slot].run.remote(unit, self.jobs[unit.job.target].plan_ref)
                 self.inflight[ref] = (slot, unit)
+            self.pool.tick()
             waiting = list(self.inflight) + list(self.pool.starting)
             done, _ = ray.wait(waiting, num_returns=1, timeout=0.25) if waiting else ([], [])
             if not waiting:
-                time.sleep(0.05)  # only stitches are running: wait for them
+                time.sleep(0.05)  # only stitches, or workers being restarted: wait for them
             for ref in done:
                 if ref in self.pool.starting:
-                    self.pool.started(ray, ref)
-                    if not self.summary.startup_seconds:
+                    self.pool.answered(ref)
+                    if self.pool.idle and not self.summary.startup_seconds:
                         self.summary.startup_seconds = time.perf_counter() - start
                 else:
                     self.unit_done(ref)
