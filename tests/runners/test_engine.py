@@ -49,3 +49,16 @@ def test_engine_options_become_ray_options(tmp_path, monkeypatch):
     with pytest.raises(RayMissing):
         engine.check([Job("a.mp4", "b.mp4", ("b.mp4",))])
     Engine().check([Job("-", "-")])  # the local engine takes pipes
+
+
+def test_an_address_that_does_not_answer_is_one_clear_error():
+    import socket
+
+    from vidtriplane.runners.ray import ClusterUnavailable, _check_reachable
+
+    with socket.socket() as s:  # a port that was just free: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ClusterUnavailable, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        _check_reachable(f"127.0.0.1:{port}")
+    _check_reachable("auto")  # names Ray resolves itself are left to it

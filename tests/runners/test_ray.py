@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.io.media import make_video
+from tests.io.media import make_video, probe
 from tests.runners.media import FAST, FAST_FLAGS, assert_same_video, face_clip, pattern_clip
 from tests.runners.ray_tasks import CrashingTask, FailingSegmentTask
 from vidtriplane.cli import main
@@ -188,3 +188,20 @@ def test_ray_refuses_stdin_and_local_refuses_ray_options(tmp_path):
     assert result.exit_code == 2 and "stdin and stdout need --engine local" in result.stderr
     result = cli("render", "x.mp4", "-o", str(tmp_path / "o.mp4"), "--workers", "2")
     assert result.exit_code == 2 and "--workers only apply to --engine ray" in result.stderr
+
+
+def test_another_process_joins_the_cluster_by_address(tmp_path):
+    """``--address`` from a second driver process (what a cluster's users do); it renders on our workers."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.mp4"
+    make_video(src, n_frames=3, width=64, height=64)
+    address = ray.get_runtime_context().gcs_address
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "vidtriplane.cli", "render", str(src), "-o", str(tmp_path / "o.mp4"),
+                           "--pipeline", "aligned", *FAST_FLAGS, "--engine", "ray", "--address", address],
+                          capture_output=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    info = probe(tmp_path / "o.mp4")
+    assert info["n"] == 3 and info["has_audio"] and info["size"] == (3 * 64, 64)

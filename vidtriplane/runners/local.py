@@ -100,16 +100,24 @@ def pending(jobs: list[Job], *, folder: bool, overwrite: bool) -> tuple[list[Job
     return todo, skipped
 
 
-def run_local(jobs: list[Job], task: Task, *, folder: bool, overwrite: bool,
-              on_result: Callable[[JobResult], None] | None = None) -> RunSummary:
-    """Run ``jobs`` here; see the module docstring."""
+def to_run(jobs: list[Job], summary: RunSummary, *, folder: bool, overwrite: bool) -> list[Job]:
+    """The jobs to run (see :func:`pending`); the finished ones go into ``summary`` as skipped."""
     todo, skipped = pending(jobs, folder=folder, overwrite=overwrite)
-    summary = RunSummary([JobResult(job, "skipped") for job in skipped])
+    summary.results.extend(JobResult(job, "skipped") for job in skipped)
     if skipped:
         log.info("%d of %d outputs are already finished; skipping them (--overwrite redoes them)",
                  len(skipped), len(jobs))
     if not todo:
         log.info("nothing to do")
+    return todo
+
+
+def run_local(jobs: list[Job], task: Task, *, folder: bool, overwrite: bool,
+              on_result: Callable[[JobResult], None] | None = None) -> RunSummary:
+    """Run ``jobs`` here; see the module docstring."""
+    summary = RunSummary()
+    todo = to_run(jobs, summary, folder=folder, overwrite=overwrite)
+    if not todo:
         return summary
     models = task.load()
     for i, job in enumerate(todo):

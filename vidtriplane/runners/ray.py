@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from vidtriplane.errors import UsageError, VidtriplaneError
+from vidtriplane.errors import VidtriplaneError
 from vidtriplane.runners.engine import RayOptions, require_ray
 from vidtriplane.runners.jobs import Job
-from vidtriplane.runners.local import JobResult, RunSummary, failure, log_failure, pending
+from vidtriplane.runners.local import JobResult, RunSummary, failure, log_failure, to_run
 from vidtriplane.runners.ray_pool import Pool
 from vidtriplane.runners.ray_worker import Unit
 
@@ -88,12 +88,28 @@ def connect(ray, options: RayOptions) -> bool:
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
     if address is None:  # a local cluster with room for the workers asked for
         kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(options.workers * options.cpus_per_worker))
+    if address is not None:
+        _check_reachable(address)
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise ClusterUnavailable(f"cannot use {where}: {exc}") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT that does not answer is one clear error now (Ray itself keeps retrying for minutes)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # auto, local, ray:// (Ray's client): left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ClusterUnavailable(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it "
+                                 "with `ray start --head` there, or leave out --address to start Ray here") from None
 
 
 class _Driver:
@@ -363,13 +379,9 @@ def _discard_partials(unit: Unit) -> None:
 def run_ray(jobs: list[Job], task: Any, *, folder: bool, overwrite: bool, options: RayOptions = RayOptions()
             ) -> RaySummary:
     """Run ``jobs`` on Ray workers; see the module docstring. A single job's failure is raised."""
-    todo, skipped = pending(jobs, folder=folder, overwrite=overwrite)
-    summary = RaySummary([JobResult(job, "skipped") for job in skipped])
-    if skipped:
-        log.info("%d of %d outputs are already finished; skipping them (--overwrite redoes them)",
-                 len(skipped), len(jobs))
+    summary = RaySummary()
+    todo = to_run(jobs, summary, folder=folder, overwrite=overwrite)
     if not todo:
-        log.info("nothing to do")
         return summary
     ray = require_ray()
     start = time.perf_counter()
