@@ -54,3 +54,21 @@ class FailingSegmentTask(RenderTask):
         if index == self.segment:
             raise BrokenSegment(f"segment {index} is broken on purpose")
         return super().render_segment(job, models, plan, index, on_frames)
+
+
+@dataclass(frozen=True)
+class PausingTask(RenderTask):
+    """Segment ``segment`` writes a byte to the fifo ``sync`` and waits for one on the fifo ``hold``, so a
+    test can signal the driver while that segment is being rendered."""
+
+    segment: int = -1
+    sync: str = ""
+    hold: str = ""
+
+    def render_segment(self, job, models, plan, index, on_frames=None):
+        if index == self.segment:
+            with open(self.sync, "wb") as f:
+                f.write(b"!")
+            with open(self.hold, "rb") as f:
+                f.read(1)
+        return super().render_segment(job, models, plan, index, on_frames)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,9 +195,6 @@ def test_ray_refuses_stdin_and_local_refuses_ray_options(tmp_path):
 
 def test_another_process_joins_the_cluster_by_address(tmp_path):
     """``--address`` from a second driver process (what a cluster's users do); it renders on our workers."""
-    import subprocess
-    import sys
-
     src = tmp_path / "in.mp4"
     make_video(src, n_frames=3, width=64, height=64)
     address = ray.get_runtime_context().gcs_address
@@ -205,3 +205,40 @@ def test_another_process_joins_the_cluster_by_address(tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     info = probe(tmp_path / "o.mp4")
     assert info["n"] == 3 and info["has_audio"] and info["size"] == (3 * 64, 64)
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_driver_and_its_workers_and_keeps_finished_segments(tmp_path, sig, code):
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    pattern_clip(src, 12, gop=4)
+    sync, hold = tmp_path / "sync", tmp_path / "hold"
+    os.mkfifo(sync)
+    os.mkfifo(hold)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    driver = subprocess.Popen([sys.executable, str(REPO / "tests" / "runners" / "ray_driver.py"),
+                               ray.get_runtime_context().gcs_address, str(src), str(out), str(sync), str(hold)],
+                              env=env, cwd=REPO, stderr=subprocess.PIPE)
+    with open(sync, "rb") as f:  # blocks until segment 2 is being rendered
+        assert f.read(1) == b"!", driver.communicate(timeout=60)[1].decode()
+    driver.send_signal(sig)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == code, err.decode()[-2000:]
+    assert "Traceback" not in err.decode()
+    assert not out.exists() and not [p for p in tmp_path.rglob("*") if ".partial" in p.name]
+    assert (work_folder(out) / "plan.json").exists() and not (work_folder(out) / "seg-00001.json").exists()
+    assert held_worker_ends(hold)  # the worker that was rendering segment 2 was stopped too
+
+
+def held_worker_ends(fifo: Path, seconds: float = 60.0) -> bool:
+    """Whether the process reading ``fifo`` goes away (Ray kills a worker asynchronously) within ``seconds``."""
+    import errno
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # succeeds while a reader has it open
+        except OSError as exc:
+            return exc.errno == errno.ENXIO
+        time.sleep(0.1)
+    return False

@@ -22,7 +22,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -90,12 +93,39 @@ def connect(ray, options: RayOptions) -> bool:
         kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(options.workers * options.cpus_per_worker))
     if address is not None:
         _check_reachable(address)
+    handlers = _signal_handlers()
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise ClusterUnavailable(f"cannot use {where}: {exc}") from None
+    for signum, handler in handlers.items():  # Ray's core replaces them; Ctrl-C and SIGTERM must stop us cleanly
+        signal.signal(signum, _noting(handler))
     return True
+
+
+_SIGNALS: list[int] = []
+"""Signals received while Ray ran: Ray turns a SystemExit raised in ``ray.wait`` into ``SystemExit(1)``."""
+
+
+def _signal_handlers() -> dict:
+    """This process's Python handlers of SIGINT and SIGTERM (main thread only; others cannot set them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    return {signum: handler for signum, handler in handlers.items() if handler is not None}
+
+
+def _noting(handler):
+    """``handler``, after noting the signal (see :data:`_SIGNALS`)."""
+    def on_signal(signum, frame):
+        _SIGNALS.append(signum)
+        if callable(handler):
+            handler(signum, frame)
+        elif handler == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+    return on_signal
 
 
 def _check_reachable(address: str) -> None:
@@ -148,8 +178,6 @@ class _Driver:
             return [Unit("video", job)]
         folder = work_folder(job.target)
         if self.overwrite and folder.exists():
-            import shutil
-
             shutil.rmtree(folder)
         key = plan_key(job, dump(self.task.cfg), self.options.segment_frames)
         plan = load_plan(folder, key)
@@ -293,10 +321,12 @@ class _Driver:
         try:
             with logging_redirect_tqdm() if show else contextlib.nullcontext():  # log lines above the bar
                 self.loop(bar, start)
-        except BaseException:
+        except BaseException as exc:
             for slot, unit in self.inflight.values():  # stop the work in progress, discard its files
                 self.ray.kill(self.pool.actors[slot], no_restart=True)
                 _discard_partials(unit)
+            if isinstance(exc, SystemExit) and _SIGNALS and exc.code != 128 + _SIGNALS[-1]:
+                raise SystemExit(128 + _SIGNALS[-1]) from None  # the exit code of the signal, as locally
             raise
         finally:
             bar.close()
@@ -373,7 +403,10 @@ def _discard_partials(unit: Unit) -> None:
     else:
         paths = []
     for path in paths:
-        path.unlink(missing_ok=True)
+        if path.is_dir():  # a dataset folder being written (preprocess)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def run_ray(jobs: list[Job], task: Any, *, folder: bool, overwrite: bool, options: RayOptions = RayOptions()
