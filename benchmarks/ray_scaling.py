@@ -50,7 +50,8 @@ def local_row(name: str, jobs: list[Job], task: RenderTask, folder: bool) -> dic
     frames = sum(r.report["frames"] for r in summary.results)
     seconds = [r.seconds for r in summary.results]
     return {"run": "local", "workload": name, "frames": frames, "wall_s": wall, "fps": frames / wall,
-            "steady_fps": frames / sum(seconds), "unit_s": statistics.mean(seconds), "per_frame_s": sum(seconds) / frames}
+            "steady_fps": frames / sum(seconds), "unit_s": statistics.mean(seconds),
+            "per_frame_s": sum(seconds) / frames}
 
 
 def ray_row(name: str, jobs: list[Job], task: RenderTask, folder: bool, options: RayOptions, extra_start: float,

@@ -226,7 +226,8 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
     try:
         if not folder:
             reader = open_video(source, ReaderConfig(format=input_format, audio=False))
-        loaded = models.get(geometry=cached is None) if models is not None else pp.load_models(cfg, geometry=cached is None)
+        need = cached is None  # the face model only when the geometry is not cached
+        loaded = models.get(geometry=need) if models is not None else pp.load_models(cfg, geometry=need)
         runner = pp.Preprocessor(loaded, cfg, cached)
         if folder:
             for batch in _image_batches(files):
