@@ -161,6 +161,10 @@ def _run_folder(src: str, dst: str, task, engine, *, recursive: bool, overwrite:
     check_outputs_writable(jobs, dst)
     summary = engine.run(jobs, task, folder=True, overwrite=overwrite)
     log_summary(summary)
+    if not engine.local:
+        from vidtriplane.runners.ray import log_workers
+
+        log_workers(summary)
     if not summary.ok:
         path = Path(dst) / FOLDER_REPORT_NAME
         atomic_write_text(path, json.dumps(summary.to_dict(), indent=1, default=str) + "\n")

@@ -32,7 +32,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -80,9 +80,7 @@ class Plan:
         return len(self.pts)
 
     def to_json(self) -> str:
-        data = {**self.__dict__, "segments": [list(s) for s in self.segments], "pts": list(self.pts),
-                "shapes": {k: list(v) for k, v in self.shapes.items()}}
-        return json.dumps(data)
+        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":
