@@ -54,7 +54,7 @@ def test_engine_options_become_ray_options(tmp_path, monkeypatch):
 def test_an_address_that_does_not_answer_is_one_clear_error():
     import socket
 
-    from vidtriplane.runners.ray import ClusterUnavailable, _check_reachable
+    from vidtriplane.runners.ray_cluster import ClusterUnavailable, _check_reachable
 
     with socket.socket() as s:  # a port that was just free: nothing listens there
         s.bind(("127.0.0.1", 0))

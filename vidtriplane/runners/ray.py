@@ -20,12 +20,8 @@
 from __future__ import annotations
 
 import logging
-import math
-import os
 import shutil
-import signal
 import sys
-import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,14 +33,11 @@ from vidtriplane.errors import VidtriplaneError
 from vidtriplane.runners.engine import RayOptions, require_ray
 from vidtriplane.runners.jobs import Job
 from vidtriplane.runners.local import JobResult, RunSummary, failure, log_failure, to_run
+from vidtriplane.runners.ray_cluster import connect, exit_code_of
 from vidtriplane.runners.ray_pool import Pool
 from vidtriplane.runners.ray_worker import Unit
 
 log = logging.getLogger(__name__)
-
-
-class ClusterUnavailable(VidtriplaneError):
-    """The Ray cluster could not be joined or started."""
 
 
 class UnitFailed(VidtriplaneError):
@@ -81,65 +74,6 @@ class _JobState:
     todo: set[int] = field(default_factory=set)
     reports: dict[int, dict] = field(default_factory=dict)
     done: bool = False
-
-
-def connect(ray, options: RayOptions) -> bool:
-    """Join the cluster at ``options.address`` / ``$RAY_ADDRESS``, or start Ray here; True if started here."""
-    if ray.is_initialized():
-        return False
-    address = options.address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-    if address is None:  # a local cluster with room for the workers asked for
-        kwargs["num_cpus"] = max(os.cpu_count() or 1, math.ceil(options.workers * options.cpus_per_worker))
-    if address is not None:
-        _check_reachable(address)
-    handlers = _signal_handlers()
-    try:
-        ray.init(address=address, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise ClusterUnavailable(f"cannot use {where}: {exc}") from None
-    for signum, handler in handlers.items():  # Ray's core replaces them; Ctrl-C and SIGTERM must stop us cleanly
-        signal.signal(signum, _noting(handler))
-    return True
-
-
-_SIGNALS: list[int] = []
-"""Signals received while Ray ran: Ray turns a SystemExit raised in ``ray.wait`` into ``SystemExit(1)``."""
-
-
-def _signal_handlers() -> dict:
-    """This process's Python handlers of SIGINT and SIGTERM (main thread only; others cannot set them)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    return {signum: handler for signum, handler in handlers.items() if handler is not None}
-
-
-def _noting(handler):
-    """``handler``, after noting the signal (see :data:`_SIGNALS`)."""
-    def on_signal(signum, frame):
-        _SIGNALS.append(signum)
-        if callable(handler):
-            handler(signum, frame)
-        elif handler == signal.SIG_DFL:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-    return on_signal
-
-
-def _check_reachable(address: str) -> None:
-    """A HOST:PORT that does not answer is one clear error now (Ray itself keeps retrying for minutes)."""
-    import socket
-
-    host, _, port = address.rpartition(":")
-    if "://" in address or not host or not port.isdigit():
-        return  # auto, local, ray:// (Ray's client): left to Ray
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as exc:
-        raise ClusterUnavailable(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it "
-                                 "with `ray start --head` there, or leave out --address to start Ray here") from None
 
 
 class _Driver:
@@ -325,8 +259,8 @@ class _Driver:
             for slot, unit in self.inflight.values():  # stop the work in progress, discard its files
                 self.ray.kill(self.pool.actors[slot], no_restart=True)
                 _discard_partials(unit)
-            if isinstance(exc, SystemExit) and _SIGNALS and exc.code != 128 + _SIGNALS[-1]:
-                raise SystemExit(128 + _SIGNALS[-1]) from None  # the exit code of the signal, as locally
+            if isinstance(exc, SystemExit) and exit_code_of(exc) is not None:
+                raise SystemExit(exit_code_of(exc)) from None  # the exit code of the signal, as locally
             raise
         finally:
             bar.close()
