@@ -16,7 +16,8 @@ Ray output is checked to decode to the local run's frames. Columns:
 * ``unit_s``: mean time of a unit on its worker; ``overhead_s``: per unit, the worker-side time beyond the
   local run's time for the same frames (opening files, the lossless segment files, Ray's call);
 * ``plan_s``: the planning unit of the long clip (frame index, and with ``--pipeline default`` the
-  sequential geometry pass); ``stitch_s``: decoding the segments and encoding the one output.
+  sequential geometry pass; each run gets a fresh pose cache, so the pass is never skipped);
+  ``stitch_s``: decoding the segments and encoding the one output.
 
 Uses generated weights on the CPU with one torch thread per worker (``runtime.torch_threads=1``), so on a
 machine with C free cores up to C workers can run side by side.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -120,6 +122,7 @@ def main() -> None:
                     (f"1 clip, {args.long_frames} in segments", [Job(str(long), target, (target,))], False)]
 
         local = {}
+        os.environ["VIDTRIPLANE_CACHE"] = str(root / "cache-local")  # a fresh pose cache per run (workers too)
         for name, jobs, folder in workloads("local"):
             local[name] = local_row(name, jobs, task, folder)
             rows.append(local[name])
@@ -127,6 +130,7 @@ def main() -> None:
             start = time.perf_counter()
             ray.init(num_cpus=max(n, 2), include_dashboard=False, logging_level=logging.ERROR)
             init = time.perf_counter() - start
+            os.environ["VIDTRIPLANE_CACHE"] = str(root / f"cache-ray{n}")  # so the plan runs the geometry pass
             for k, (name, jobs, folder) in enumerate(workloads(f"ray{n}")):
                 options = RayOptions(workers=n, segment_frames=None if folder else args.segment_frames,
                                      progress=False, log_level=logging.ERROR)
