@@ -110,7 +110,9 @@ def test_long_face_clip_in_three_segments_is_the_local_run(tmp_path, monkeypatch
     assert_same_video(tmp_path / "ray.mp4", tmp_path / "local.mp4")
     report = json.loads((tmp_path / "ray.report.json").read_text())
     want = json.loads((tmp_path / "local.report.json").read_text())
-    assert report["segments"] == 3 and [r["frames"] for r in report["segment_reports"]] == [20, 20, 20]
+    segments = [u for u in report["units"] if u["kind"] == "segment"]
+    assert report["segments"] == 3 and [(u["frames"], u["status"]) for u in segments] == [(20, "done")] * 3
+    assert sum(w["frames"] for w in report["workers"]) == 60 and len(report["workers"]) == 2
     assert (report["frames"], report["faces_found"], report["held"]) == (want["frames"], want["faces_found"],
                                                                          want["held"]) == (60, 57, 3)
     assert (tmp_path / "ray.config.yaml").exists() and not work_folder(tmp_path / "ray.mp4").exists()

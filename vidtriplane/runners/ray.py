@@ -140,7 +140,8 @@ class _Driver:
     def record(self, unit: Unit, slot: Optional[int], out: dict) -> None:
         fps = out["frames"] / out["seconds"] if out["seconds"] else 0.0
         self.summary.units.append({
-            "unit": unit.label, "kind": unit.kind, "input": unit.job.source, "segment": unit.index,
+            "unit": unit.label, "kind": unit.kind, "input": unit.job.source, "output": unit.job.target,
+            "segment": unit.index,
             "worker": slot, "host": out.get("host"), "status": out["status"], "seconds": round(out["seconds"], 3),
             "frames": out["frames"], "fps": round(fps, 3), "attempts": self.attempts[unit.id] + 1,
             "error": out.get("error")})
@@ -165,8 +166,8 @@ class _Driver:
 
     def start_stitch(self, state: _JobState) -> None:
         reports = [state.reports[i] for i in range(len(state.plan.segments))]
-        units = [{k: r.get(k) for k in ("segment", "start", "end", "frames", "seconds", "fps")} for r in reports]
-        extra = {"engine": "ray", "segment_reports": units}
+        units = [u for u in self.summary.units if u["output"] == state.job.target]
+        extra = {"engine": "ray", "units": units, "workers": self.pool.table()}  # figures so far: all its units
         self.stitching[self.stitcher.submit(self.task.stitch, state.job, state.plan, reports, extra)] = state
 
     def collect_stitches(self) -> None:
