@@ -165,3 +165,25 @@ def test_video_that_cannot_be_cut_is_rendered_whole(tmp_path, threads):
     job = Job(str(src), str(tmp_path / "o.mp4"), (str(tmp_path / "o.mp4"),))
     task = RenderTask(cfg, progress=False)
     assert task.plan_segments(job, load_models(cfg), key="k", segment_frames=2, workers=2) is None
+
+
+def test_an_interrupted_stitch_leaves_no_output_and_keeps_the_segments(tmp_path, threads):
+    import threading
+
+    from vidtriplane.runners.segments import StitchStopped, stitch
+
+    cfg = resolve("render", pipeline="aligned", configs=["generated-tiny"], overrides=FAST)
+    src = tmp_path / "clip.mp4"
+    pattern_clip(src, 8, gop=3)
+    models = load_models(cfg)
+    task = RenderTask(cfg, progress=False)
+    job = Job(str(src), str(tmp_path / "cut.mp4"), (str(tmp_path / "cut.mp4"),))
+    plan = task.plan_segments(job, models, key="k", segment_frames=4, workers=2)
+    reports = [task.render_segment(job, models, plan, i) for i in range(len(plan.segments))]
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(StitchStopped):
+        stitch(job, plan, cfg, stop=stop)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cut.ray", "clip.mp4"]  # no output, no partial file
+    task.stitch(job, plan, reports)
+    assert len(decode(str(tmp_path / "cut.mp4"))[0]) == 8 and not work_folder(job.target).exists()

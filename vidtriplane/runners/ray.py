@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -91,6 +92,7 @@ class _Driver:
         self.jobs: dict[str, _JobState] = {}
         self.stitcher = ThreadPoolExecutor(1, thread_name_prefix="vidtriplane-stitch")
         self.stitching: dict[Future, _JobState] = {}
+        self.stop = threading.Event()  # abandons a stitch in progress when the run is interrupted
         self.frames = 0
         self.results: list[JobResult] = []
         self.pool: Optional[Pool] = None
@@ -141,10 +143,9 @@ class _Driver:
         fps = out["frames"] / out["seconds"] if out["seconds"] else 0.0
         self.summary.units.append({
             "unit": unit.label, "kind": unit.kind, "input": unit.job.source, "output": unit.job.target,
-            "segment": unit.index,
-            "worker": slot, "host": out.get("host"), "status": out["status"], "seconds": round(out["seconds"], 3),
-            "frames": out["frames"], "fps": round(fps, 3), "attempts": self.attempts[unit.id] + 1,
-            "error": out.get("error")})
+            "segment": unit.index, "worker": slot, "host": out.get("host"), "status": out["status"],
+            "seconds": round(out["seconds"], 3), "frames": out["frames"], "fps": round(fps, 3),
+            "attempts": self.attempts[unit.id] + 1, "error": out.get("error")})
 
     # ------------------------------------------------------------------------------------------
     # outcomes
@@ -168,7 +169,8 @@ class _Driver:
         reports = [state.reports[i] for i in range(len(state.plan.segments))]
         units = [u for u in self.summary.units if u["output"] == state.job.target]
         extra = {"engine": "ray", "units": units, "workers": self.pool.table()}  # figures so far: all its units
-        self.stitching[self.stitcher.submit(self.task.stitch, state.job, state.plan, reports, extra)] = state
+        future = self.stitcher.submit(self.task.stitch, state.job, state.plan, reports, extra, self.stop)
+        self.stitching[future] = state
 
     def collect_stitches(self) -> None:
         for future in [f for f in self.stitching if f.done()]:
@@ -257,6 +259,7 @@ class _Driver:
             with logging_redirect_tqdm() if show else contextlib.nullcontext():  # log lines above the bar
                 self.loop(bar, start)
         except BaseException as exc:
+            self.stop.set()
             for slot, unit in self.inflight.values():  # stop the work in progress, discard its files
                 self.ray.kill(self.pool.actors[slot], no_restart=True)
                 _discard_partials(unit)

@@ -113,9 +113,10 @@ class RenderTask:
 
         return render_segment(job, self.cfg, models, plan, index, on_frames)
 
-    def stitch(self, job: Job, plan, segment_reports: list[dict], extra: Optional[dict] = None) -> dict:
+    def stitch(self, job: Job, plan, segment_reports: list[dict], extra: Optional[dict] = None,
+               stop=None) -> dict:
         """Encode the finished segments into the job's output(s), write its sidecars (the merged report plus
-        ``extra``) and remove the segments; returns the report."""
+        ``extra``) and remove the segments; returns the report. ``stop`` (an Event) abandons it."""
         import json
         import shutil
 
@@ -123,7 +124,7 @@ class RenderTask:
         from vidtriplane.runners.segments import merge_reports, stitch, work_folder
 
         report = merge_reports(plan, segment_reports, planned_outputs(job.target, self.cfg), job.source)
-        report.update(stitch(job, plan, self.cfg))
+        report.update(stitch(job, plan, self.cfg, stop=stop))
         report.update(extra or {})
         self.write_sidecars(job, json.dumps(report, indent=2, default=str))
         shutil.rmtree(work_folder(job.target), ignore_errors=True)

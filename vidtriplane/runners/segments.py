@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -53,6 +54,10 @@ GEOMETRY_NAME = "geometry.npz"
 
 class SegmentMismatch(VidtriplaneError):
     """The decoded frames of a video do not match its container index, so it cannot be cut exactly."""
+
+
+class StitchStopped(VidtriplaneError):
+    """The run was interrupted while the segments were being stitched."""
 
 
 @dataclass(frozen=True)
@@ -213,11 +218,13 @@ def _audio_source(source: str, cfg) -> tuple[Any, Any, Iterator]:
     return container, stream, packets
 
 
-def stitch(job: Job, plan: Plan, cfg, *, folder: Optional[Path] = None) -> dict:
+def stitch(job: Job, plan: Plan, cfg, *, folder: Optional[Path] = None, stop: Optional[threading.Event] = None
+           ) -> dict:
     """Encode the segments of ``job`` into its output(s) in order, with the input's audio; returns timings.
 
     The writers get the same frames, timestamps, size, rate, time base and settings as ``render_video``
-    gives them, so the output decodes to the same frames as a local run's.
+    gives them, so the output decodes to the same frames as a local run's. Setting ``stop`` abandons the
+    output (:class:`StitchStopped`; nothing is left under its name).
     """
     from vidtriplane.io.writer import VideoWriter
     from vidtriplane.pipeline.outputs import planned_outputs
@@ -238,6 +245,8 @@ def stitch(job: Job, plan: Plan, cfg, *, folder: Optional[Path] = None) -> dict:
             for name, path in segment_files(folder, index, writers).items():
                 done = 0
                 for frames in _decoded(path, e - s, plan.batch_size):
+                    if stop is not None and stop.is_set():
+                        raise StitchStopped(f"stitching {job.target} was stopped")
                     writers[name].write(frames, pts[done : done + len(frames)])
                     done += len(frames)
             # the audio up to this segment's last frame (the writers interleave it by time)
