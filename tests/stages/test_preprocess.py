@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tests.stages.face_media import astronaut, batch_of, moving_clip
+from vidtriplane.config.preprocess import SmoothConfig
 from vidtriplane.geometry import camera
 from vidtriplane.geometry.warp import transform_points
 from vidtriplane.stages import preprocess as pp
@@ -97,7 +98,7 @@ def test_smoothing_steadies_a_still_face_with_noise(models):
         centres = np.array([[m[0, 2], m[1, 2]] for m in _cat(outs, "crop_matrix")])
         return np.abs(np.diff(centres, axis=0)).mean()
 
-    raw = jitter(pp.PreprocessConfig(smooth=pp.smooth.SmoothConfig(enabled=False)))
+    raw = jitter(pp.PreprocessConfig(smooth=SmoothConfig(mode="off")))
     smoothed = jitter(pp.PreprocessConfig())
     assert smoothed < 0.7 * raw
 
