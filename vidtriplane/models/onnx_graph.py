@@ -91,6 +91,14 @@ def _slice(data, starts, ends, axes=None, steps=None):
     return data[tuple(index)]
 
 
+def _add(x, y):
+    if isinstance(x, torch.Tensor) and not isinstance(y, torch.Tensor):
+        y = torch.tensor(y, dtype=x.dtype, device=x.device)
+    elif isinstance(y, torch.Tensor) and not isinstance(x, torch.Tensor):
+        x = torch.tensor(x, dtype=y.dtype, device=y.device)
+    return x + y
+
+
 def _op(node: Any) -> Callable:
     """The function of one node; its arguments are the node's inputs in order."""
     a = _attrs(node)
@@ -108,7 +116,7 @@ def _op(node: Any) -> Callable:
     if op == "Sigmoid":
         return torch.sigmoid
     if op == "Add":
-        return lambda x, y: x + y
+        return _add
     if op == "Constant":
         value = a["value"]
         return lambda: value

@@ -205,9 +205,15 @@ def resolve_precision(precision: str, device_type: str) -> str:
 
 
 def resolve_backend(cfg: MattingConfig) -> str:
-    """'auto' -> torch on a GPU or a bf16-capable CPU, else onnxruntime (fp32 on the CPU is its strength)."""
+    """'auto' -> torch on a GPU or a bf16-capable CPU, else onnxruntime; rembg without the onnx package."""
     if cfg.backend != "auto":
         return cfg.backend
+    try:
+        import onnx  # noqa: F401  (both batched runners read the graph with it)
+    except ImportError:
+        log.warning("matting: the onnx package is missing, so matting runs through rembg one crop at a time "
+                    "(pip install onnx for the batched runners)")
+        return "rembg"
     device = resolve_device(cfg.device)
     if device == "cuda" or (cfg.precision in ("auto", "bf16") and cpu_has_bf16()):
         return "torch"
