@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from tests.stages.tracks import FPS, head_track
+from vidtriplane.stages.steadiness import head_track
+
+FPS = 30.0
 from vidtriplane.stages import kalman, steadiness
 
 

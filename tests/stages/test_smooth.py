@@ -3,7 +3,9 @@ on synthetic tracks with known truth, and the automatic mode choice."""
 import numpy as np
 import pytest
 
-from tests.stages.tracks import FPS, head_track
+from vidtriplane.stages.steadiness import head_track
+
+FPS = 30.0
 from vidtriplane.stages import smooth, steadiness
 
 CFG = smooth.SmoothConfig(min_cutoff=1.0, beta=0.3)
@@ -61,7 +63,7 @@ def test_invalid_frames_are_skipped_and_long_gaps_reset():
 
 def test_crop_signal_roundtrip():
     p = np.array([[100.0, 80.0, 240.0], [-5.0, 3.0, 10.0]])
-    np.testing.assert_allclose(smooth.signal_to_crop(smooth.crop_to_signal(p)), p)
+    np.testing.assert_allclose(smooth.signal_to_crop(smooth.crop_to_signal(p, 480), 480), p)
 
 
 UNIT = smooth.Noise(floor=1e-3, prior=1.0)

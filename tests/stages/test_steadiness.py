@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tests.stages.tracks import head_track
+from vidtriplane.stages.steadiness import head_track
 from vidtriplane.stages import steadiness
 
 

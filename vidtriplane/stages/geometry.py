@@ -110,9 +110,9 @@ def from_landmarks(
         raw_params = params.copy()
     else:
         raw_params = align.crop_params(lms, height, cfg.align)
-        sig, crop_filter = _smooth(smooth.crop_to_signal(raw_params), found, crop_filter, fps, cfg, mode,
+        sig, crop_filter = _smooth(smooth.crop_to_signal(raw_params, height), found, crop_filter, fps, cfg, mode,
                                    smooth.CROP_NOISE)
-        params = smooth.signal_to_crop(sig)
+        params = smooth.signal_to_crop(sig, height)
 
     # 2. head pose in the (smoothed) crop, smoothed
     mats = official if official is not None else align.crop_matrices(np.where(np.isfinite(params), params, 1.0), cfg.align)

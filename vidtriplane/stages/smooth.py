@@ -38,9 +38,9 @@ class Noise:
     prior: np.ndarray | float
 
 
-CROP_NOISE = Noise(floor=np.array([2e-4, 2e-4, 2e-4]), prior=np.array([5e-3, 3e-3, 3e-3]))
-"""Crop signal (centre / side, log side): floor 0.1 px on a 512 crop; prior as dlib's landmarks on a
-100-px face (``benchmarks/preprocess_bench.py``)."""
+CROP_NOISE = Noise(floor=np.array([1e-4, 1e-4, 2e-4]), prior=np.array([2e-3, 1.5e-3, 3e-3]))
+"""Crop signal (centre / frame height, log side): floor 0.07 px at 720p; prior about 1.4 px at 720p and
+0.3 % of the side, like dlib's landmarks on a small face (``benchmarks/preprocess_bench.py``)."""
 POSE_NOISE = Noise(floor=np.array([1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 2e-4]),
                    prior=np.array([8e-3, 5e-3, 3e-3, 3e-4, 3e-4, 3e-3]))
 """Pose signal (rotation vector in radians, tx/tz, ty/tz, log tz): floor 0.06 degrees, prior about 0.4."""
@@ -165,13 +165,15 @@ def offline(x: np.ndarray, valid: np.ndarray, fps: float, cfg: SmoothConfig, noi
                                   reset_after=cfg.reset_after_gap)
 
 
-def crop_to_signal(params: np.ndarray) -> np.ndarray:
-    """Crop squares (cx, cy, side) [N, 3] -> unitless (cx / side, cy / side, log side) for filtering."""
+def crop_to_signal(params: np.ndarray, height: float) -> np.ndarray:
+    """Crop squares (cx, cy, side) [N, 3] of a frame ``height`` pixels high -> (cx / height, cy / height,
+    log side) for filtering: resolution-free, and the centre does not move when only the side is noisy
+    (a centre divided by the side would pick up the side's noise times the centre's distance from the
+    frame's corner)."""
     p = np.asarray(params, dtype=np.float64)
-    return np.stack([p[:, 0] / p[:, 2], p[:, 1] / p[:, 2], np.log(p[:, 2])], axis=1)
+    return np.stack([p[:, 0] / height, p[:, 1] / height, np.log(p[:, 2])], axis=1)
 
 
-def signal_to_crop(sig: np.ndarray) -> np.ndarray:
+def signal_to_crop(sig: np.ndarray, height: float) -> np.ndarray:
     """Inverse of :func:`crop_to_signal`."""
-    side = np.exp(sig[:, 2])
-    return np.stack([sig[:, 0] * side, sig[:, 1] * side, side], axis=1)
+    return np.stack([sig[:, 0] * height, sig[:, 1] * height, np.exp(sig[:, 2])], axis=1)

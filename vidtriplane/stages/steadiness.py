@@ -18,6 +18,23 @@ import numpy as np
 AXES = ("centre_x_px", "centre_y_px", "scale_pct", "yaw_deg", "pitch_deg")
 
 
+def head_track(n: int = 300, *, seed: int = 0, noise: float = 1.0, sway: float = 8.0, turn: float = 40.0,
+               turn_start: int = 150, turn_frames: int = 3, fps: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic 1-D head track with known truth, for tests and benchmarks: (truth [n], measured [n]).
+
+    Sway of about ``sway`` (three sines at 0.15, 0.4 and 0.9 Hz), plus a smoothstep turn of ``turn`` over
+    ``turn_frames`` frames from ``turn_start`` (0: a step), plus white noise N(0, noise**2).
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / fps
+    truth = np.zeros(n)
+    for f in (0.15, 0.4, 0.9):
+        truth += sway * rng.uniform(0.3, 1.0) / (1 + f) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+    s = np.clip((np.arange(n) - turn_start + 1) / max(turn_frames, 1), 0.0, 1.0)
+    truth += turn * (3 * s**2 - 2 * s**3)
+    return truth, truth + rng.normal(0.0, noise, n)
+
+
 def axes(params: np.ndarray, pose_signal: np.ndarray) -> np.ndarray:
     """Crop squares (cx, cy, side) [N, 3] + pose signals [N, 6] (rotation vector, ...) -> [N, 5] in :data:`AXES`."""
     p = np.asarray(params, np.float64)
