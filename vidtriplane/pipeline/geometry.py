@@ -76,7 +76,8 @@ def video_geometry(source: str | Path, cfg: PreprocessConfig, models: Any, reade
     start = time.perf_counter()
     reader = open_video(source, replace(reader_cfg, audio=False))
     try:
-        geo, report = preprocess.sequence_geometry(prefetch(reader.batches(batch_size)), models, cfg, "offline")
+        batches = prefetch(reader.batches(batch_size, gray=True))  # landmarks need the luma plane only
+        geo, report = preprocess.sequence_geometry(batches, models, cfg, "offline")
     finally:
         reader.close()
     report["seconds"] = round(time.perf_counter() - start, 3)
