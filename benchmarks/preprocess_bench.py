@@ -14,7 +14,7 @@ Parts:
   detection, a tracked frame with the detector near the face, a flow frame, POS crop, PnP pose, the
   offline smoother, the crop warp), and frames/s end to end without matting: the file path (geometry pass
   + crop pass, each decoding the file) and the stream path (one pass, causal smoothing).
-* ``matting``: frames/s of each matting backend on 512 crops (batched), and the max / mean / 99th
+* ``matting``: frames/s (and CPU ms) of each matting backend on 512 crops, and the max / mean / 99th
   percentile absolute alpha difference of each against onnxruntime fp32.
 * ``smoother``: the smoothers alone on 1-D tracks with known truth (slow sway + one fast turn + white noise):
   jitter ratio (mean |frame step - true step|, smoothed / raw) and the lag behind the turn in frames
@@ -255,7 +255,8 @@ def matting_part(n: int, repeat: int) -> dict:
         runner.alphas(crops[:1])  # warm-up
         alpha, dt = best_of(repeat, runner.alphas, crops)
         ref = alpha if name == "onnxruntime_fp32" else ref
-        out[name] = {"fps": round(n / dt, 2), "ms_per_crop": round(dt / n * 1e3, 1), "alpha": alpha}
+        out[name] = {"fps": round(n / dt, 2), "ms_per_crop": round(dt / n * 1e3, 1),
+                     "cpu_ms_per_crop": round(CPU_SECONDS[0] / n * 1e3, 1), "alpha": alpha}
     _, dt = best_of(repeat, mb.to_input, crops)
     prep = dt / n
     for name, r in out.items():

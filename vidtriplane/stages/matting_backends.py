@@ -138,7 +138,7 @@ class OnnxRunner:
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         self.input = self.session.get_inputs()[0].name
         self.output = self.session.get_outputs()[0].name
-        self.batch_size = cfg.batch_size
+        self.batch_size = batch_size(cfg, self.device)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([self.output], {self.input: x})[0]
@@ -163,7 +163,7 @@ class TorchRunner:
             raise ValueError("matting.precision=fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
         net = OnnxGraph(_parse(source)).eval().requires_grad_(False)
         self.net = net.to(self.device, memory_format=torch.channels_last)
-        self.batch_size = cfg.batch_size
+        self.batch_size = batch_size(cfg, self.device.type)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         import torch
@@ -176,6 +176,11 @@ class TorchRunner:
 
     def alphas(self, crops: np.ndarray) -> np.ndarray:
         return _batched(crops, self.batch_size, self.run)
+
+
+def batch_size(cfg: MattingConfig, device: str) -> int:
+    """``matting.batch_size``, or 16 on CUDA and 1 on the CPU."""
+    return cfg.batch_size or (16 if device == "cuda" else 1)
 
 
 def resolve_device(name: str) -> str:
