@@ -89,6 +89,17 @@ def talking_head(size: tuple[int, int], n: int, *, face: float = 0.3, jump: int 
     return np.stack(frames), np.stack(mats)
 
 
+def as_batch(frames: np.ndarray):
+    """A FrameBatch of decoded frames (frame numbers from 0, 30 fps)."""
+    from fractions import Fraction
+
+    from vidtriplane.types import FrameBatch, VideoMeta
+
+    meta = VideoMeta(width=frames.shape[2], height=frames.shape[1], fps=Fraction(int(FPS)), time_base=Fraction(1, int(FPS)))
+    index = np.arange(len(frames), dtype=np.int64)
+    return FrameBatch(meta=meta, index=index, pts=index.copy(), frames=frames)
+
+
 def encode(frames: np.ndarray, path: Path, crf: int = 20) -> Path:
     import av
 
@@ -142,17 +153,16 @@ def stage_times(frames: np.ndarray, backend, repeat: int) -> dict:
     timed("grey", n, lambda: [landmarks.to_gray(f) for f in frames])
     timed("detect_whole_frame", 5, lambda: [landmarks._detect_full(g, backend, cfg.landmarks) for g in gray[:5]])
 
+    batch = as_batch(frames)
+    models = pp.PreprocessModels(face=backend)
+
     def track(lcfg):
-        state, out, steps = landmarks.LandmarkState(), [], []
-        for f in frames:
-            p, _, state = landmarks.track_frame(f, state, backend, lcfg)
-            out.append(p)
-            steps.append(state.step)
-        return np.stack(out), steps
+        lms, _, steps, _ = pp.track(batch, landmarks.LandmarkState(), models, PreprocessConfig(landmarks=lcfg))
+        return lms, steps
 
     timed("landmarks_detector_every_frame", n, track, LandmarkConfig(flow=FlowConfig(enabled=False)))
     lms, steps = timed("landmarks_flow_tracking", n, track, LandmarkConfig())
-    t["flow_frames"] = steps.count("flow")
+    t["flow_frames"] = steps["flow"]
     found = np.isfinite(lms).all(axis=(1, 2))
     h = frames.shape[1]
     params = timed("crop_pos", n, align.crop_params, lms, h, cfg.align)
@@ -237,10 +247,10 @@ def speed(n: int, repeat: int) -> dict:
 def matting_part(n: int, repeat: int) -> dict:
     from vidtriplane.stages import matting, matting_backends as mb
 
-    frames, mats = talking_head((1280, 720), n)
-    params = align.crop_params(np.stack([landmarks.track_frame(f, landmarks.LandmarkState(), landmarks.load_backend(),
-                                                               LandmarkConfig())[0] for f in frames[:1]]), 720)
-    crops = align.warp_crops(frames, np.repeat(align.crop_matrices(params), n, axis=0))
+    frames, _ = talking_head((1280, 720), n)
+    lms = pp.track(as_batch(frames), landmarks.LandmarkState(), pp.PreprocessModels(face=landmarks.load_backend()),
+                   PreprocessConfig())[0]
+    crops = align.warp_crops(frames, align.crop_matrices(align.crop_params(lms, 720)))
     session = matting.load_session(MattingConfig())
     source = mb.model_source(session)
     runners = {
@@ -283,7 +293,7 @@ def smoothers(seeds: int = 6) -> dict:
         "causal_one_euro (pipes)": lambda x: smooth.causal(x, ones, smooth.SmoothState(), FPS, SmoothConfig(), unit)[0],
         "causal_kalman q10": lambda x: kalman.filter_causal(x, ones, kalman.KalmanState(), FPS, 1.0, 10.0)[0],
         "causal_kalman q20": lambda x: kalman.filter_causal(x, ones, kalman.KalmanState(), FPS, 1.0, 20.0)[0],
-        "one_euro_lookahead2 (old)": lambda x: smooth.one_euro(x, ones, smooth.SmoothState(), FPS,
+        "causal_one_euro_lookahead2": lambda x: smooth.one_euro(x, ones, smooth.SmoothState(), FPS,
                                                                SmoothConfig(lookahead=2, beta=0.05), 1.0)[0],
     }
     out = {}
@@ -310,11 +320,8 @@ def steadiness_part(n: int, noise_px: float) -> dict:
     cfg = PreprocessConfig()
     size = (1280, 720)
     frames, mats = talking_head(size, n, jump=n // 2)
-    state, lms = landmarks.LandmarkState(), []
-    for f in frames:
-        p, _, state = landmarks.track_frame(f, state, backend, cfg.landmarks)
-        lms.append(p)
-    lms = np.stack(lms).astype(np.float64)
+    lms = pp.track(as_batch(frames), landmarks.LandmarkState(), pp.PreprocessModels(face=backend), cfg)[0]
+    lms = lms.astype(np.float64)
     # ground truth: the first frame's landmarks carried along by the known image motion
     ref = np.einsum("ij,pj->pi", np.linalg.inv(np.vstack([mats[0], [0, 0, 1]]))[:2, :2], lms[0]) + \
         np.linalg.inv(np.vstack([mats[0], [0, 0, 1]]))[:2, 2]
