@@ -75,10 +75,11 @@ def video_geometry(source: str | Path, cfg: PreprocessConfig, models: Any, reade
 
     start = time.perf_counter()
     reader = open_video(source, replace(reader_cfg, audio=False))
+    batches = prefetch(reader.batches(batch_size, gray=True))  # landmarks need the luma plane only
     try:
-        batches = prefetch(reader.batches(batch_size, gray=True))  # landmarks need the luma plane only
         geo, report = preprocess.sequence_geometry(batches, models, cfg, "offline")
     finally:
+        batches.close()  # stops the decode thread before its container closes
         reader.close()
     report["seconds"] = round(time.perf_counter() - start, 3)
     return geo, report
