@@ -106,3 +106,9 @@ def test_dry_run_prints_the_resolved_config(tmp_path):
     res = CliRunner().invoke(main, ["preprocess", "x.mp4", "-o", str(tmp_path), "--dry-run", "--matting",
                                     "--set", "smooth.min_cutoff=0.5"])
     assert res.exit_code == 0 and "min_cutoff: 0.5" in res.output and "enabled: true" in res.output
+
+
+def test_offline_smoothing_of_stdin_is_refused_in_one_line(tmp_path, clip):
+    res = CliRunner().invoke(main, ["preprocess", "-", "-o", str(tmp_path / "o"), "--set", "smooth.mode=offline"],
+                             input=_encode(clip, "nut"))
+    assert res.exit_code == 2 and "stdin is read once" in res.output and "Traceback" not in res.output

@@ -112,11 +112,18 @@ def test_offline_smoother_on_a_file_track():
 
 
 @pytest.mark.parametrize("mode, source, expected", [
-    ("auto", "talk.mp4", "offline"), ("auto", "-", "causal"), ("offline", "-", "offline"),
+    ("auto", "talk.mp4", "offline"), ("auto", "-", "causal"), ("offline", "clip.mkv", "offline"),
     ("causal", "talk.mp4", "causal"), ("off", "talk.mp4", "off"),
 ])
 def test_mode_choice(mode, source, expected):
     assert smooth.resolve_mode(smooth.SmoothConfig(mode=mode), source) == expected
+
+
+def test_offline_mode_on_stdin_is_a_usage_error():
+    from vidtriplane.errors import UsageError
+
+    with pytest.raises(UsageError, match="stdin is read once"):
+        smooth.resolve_mode(smooth.SmoothConfig(mode="offline"), "-")
 
 
 def test_config_checks():

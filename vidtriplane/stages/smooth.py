@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from vidtriplane.config.preprocess import SmoothConfig
+from vidtriplane.errors import UsageError
 from vidtriplane.stages import kalman
 
 @dataclass(frozen=True)
@@ -64,11 +65,19 @@ class SmoothState:
     """The last ``noise_window`` raw samples [k, D] (NaN where invalid), for the noise estimate."""
 
 
+class SmoothingModeError(UsageError, ValueError):
+    """The smoothing mode cannot work on this input."""
+
+
 def resolve_mode(cfg: SmoothConfig, source: str) -> str:
     """'offline', 'causal' or 'off' for an input ``source`` (a path, or '-' for stdin)."""
+    live = str(source) == "-"
+    if cfg.mode == "offline" and live:
+        raise SmoothingModeError("smooth.mode=offline needs the whole video before the first crop, but stdin "
+                                 "is read once; use smooth.mode=auto (causal for stdin) or give a file")
     if cfg.mode != "auto":
         return cfg.mode
-    return "causal" if str(source) == "-" else "offline"
+    return "causal" if live else "offline"
 
 
 def _alpha(cutoff: np.ndarray | float, rate: float) -> np.ndarray | float:
