@@ -47,6 +47,10 @@ def test_video_file_and_pose_cache(tmp_path, clip):
     report = json.loads((tmp_path / "a" / "preprocess.json").read_text())
     assert report["frames"] == 6 and report["held"] == 1 and report["no_face"] == ["000003.png"]
     assert not report["cache_hit"]
+    # a file: the geometry pass smoothed the whole video; the jitter and the tracker's work are reported
+    assert report["steadiness"]["mode"] == "offline" and report["steadiness"]["frames_with_face"] == 5
+    assert set(report["steadiness"]["ratio"]) == {"centre_x_px", "centre_y_px", "scale_pct", "yaw_deg", "pitch_deg"}
+    assert sum(report["tracker"].values()) == 6 and report["tracker"]["detections"] >= 1
     # second run: same content under another name hits the cache and gives the same labels and crops
     copy = tmp_path / "renamed.mp4"
     copy.write_bytes(video.read_bytes())
@@ -64,6 +68,8 @@ def test_stdin(tmp_path, clip):
     res = CliRunner().invoke(main, ["preprocess", "-", "-o", str(tmp_path), "-q"], input=_encode(clip, "nut"))
     assert res.exit_code == 0, res.output
     assert len(_labels(tmp_path)) == 6
+    report = json.loads((tmp_path / "preprocess.json").read_text())
+    assert report["frames"] == 6 and report["steadiness"]["mode"] == "causal"  # a pipe: no look-ahead
 
 
 def test_image_folder_official_and_mirror(tmp_path):
@@ -111,4 +117,10 @@ def test_dry_run_prints_the_resolved_config(tmp_path):
     cfg = yaml.safe_load(res.stdout)
     assert cfg["smooth"]["min_cutoff"] == 0.5 and cfg["matting"]["enabled"] is True
     assert cfg["align"]["official_rounding"] is True  # from the preset
-    assert cfg["smooth"]["enabled"] is False and cfg["hold_frames"] == 15
+    assert cfg["smooth"]["mode"] == "off" and cfg["hold_frames"] == 15
+
+
+def test_offline_smoothing_of_stdin_is_refused_in_one_line(tmp_path, clip):
+    res = CliRunner().invoke(main, ["preprocess", "-", "-o", str(tmp_path / "o"), "--set", "smooth.mode=offline"],
+                             input=_encode(clip, "nut"))
+    assert res.exit_code == 2 and "stdin is read once" in res.output and "Traceback" not in res.output

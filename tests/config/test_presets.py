@@ -33,7 +33,7 @@ def test_every_render_preset_applies(name):
 def test_preprocess_presets_apply_to_the_preprocess_kind():
     cfg = resolve("preprocess", configs=["preprocess-official"])
     assert isinstance(cfg, PreprocessConfig)
-    assert cfg.align.official_rounding is True and cfg.smooth.enabled is False
+    assert cfg.align.official_rounding is True and cfg.smooth.mode == "off"
 
 
 def test_a_preset_of_the_wrong_kind_is_named_with_what_was_expected():

@@ -339,3 +339,24 @@ def test_frame_size_change_is_an_input_error_naming_the_frame(tmp_path, batch):
     frames = np.concatenate([b.frames for b in got])
     assert frames.shape == ((4 // batch) * batch, 48, 64, 3)  # the whole batches before the change
     assert [which_pattern(f, 4) for f in frames] == list(range(len(frames)))
+
+
+@pytest.mark.parametrize("rotation, pix_fmt", [(0, "yuv420p"), (90, "yuv420p"), (0, "yuv444p")])
+def test_grey_batches_are_the_luma_of_the_rgb_batches(tmp_path, rotation, pix_fmt):
+    """``gray=True`` (the geometry pass): the Y plane, full range, rotated like the RGB frames."""
+    import cv2
+
+    path = tmp_path / "g.mp4"
+    make_video(path, n_frames=5, width=64, height=48, rotation=rotation, audio=False, pix_fmt=pix_fmt)
+    _, rgb, pts, *_ = read_all(path, batch=2)
+    with open_video(path) as reader:
+        batches = list(reader.batches(2, gray=True))
+    grey = np.concatenate([b.frames for b in batches])
+    assert grey.shape == rgb.shape[:3] and grey.dtype == np.uint8
+    np.testing.assert_array_equal(np.concatenate([b.pts for b in batches]), pts)
+    with av.open(str(path)) as c:  # swscale's own grey conversion, rotated as the reader rotates
+        sws = np.stack([np.rot90(f.to_ndarray(format="gray"), rotation // 90) for f in c.decode(video=0)])
+    np.testing.assert_array_equal(grey, sws)
+    want = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]).astype(int)
+    assert np.abs(grey.astype(int) - want).mean() < 2.0  # the luma of the RGB frames (up to their rounding)
+    assert grey.max() > 200 and grey.min() < 40  # full range (not 16..235)

@@ -204,39 +204,61 @@ def test_time_base_fraction_survives(tmp_path, models):
     assert got == pytest.approx([float(t) for t in probe(src)["times"]], abs=1e-3)
 
 
-def test_face_preprocessing_and_pose_cache(tmp_path, monkeypatch):
-    """Default pipeline (face landmarks, EG3D crop, pose) on the sample-style clip; the second render of
-    the same file reuses the cached geometry instead of detecting faces again."""
+def face_sample(path, seconds: float, size: int):
+    """The repository's sample clip (samples/make_sample.py: a real face moving), or skip without dlib / skimage."""
     pytest.importorskip("dlib")
     pytest.importorskip("skimage")
     import importlib.util
     from pathlib import Path
 
-    from vidtriplane.stages import preprocess
-
     script = Path(__file__).parents[2] / "samples" / "make_sample.py"
     spec = importlib.util.spec_from_file_location("make_sample", script)
     sample = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sample)
-    src = sample.make_sample(tmp_path / "face.mp4", seconds=0.16, size=384)  # 4 frames
+    return sample.make_sample(path, seconds=seconds, size=size)
+
+
+def test_face_preprocessing_and_pose_cache(tmp_path, monkeypatch):
+    """Default pipeline (face landmarks, EG3D crop, pose) on the sample-style clip; the second render of
+    the same file reuses the cached geometry instead of detecting faces again."""
+    from vidtriplane.stages import preprocess
+
+    src = face_sample(tmp_path / "face.mp4", seconds=0.16, size=384)  # 4 frames
     monkeypatch.setenv("VIDTRIPLANE_CACHE", str(tmp_path / "cache"))
     cfg = resolve("render", pipeline="default", configs=["generated-tiny"],
                          overrides=[*FAST, "composite.layout=paste"])
     models = load_models(cfg)
     first = render_video(src, tmp_path / "a.mp4", models, cfg, progress=False)
     assert first.frames == 4 and first.faces_found == 4 and first.held == 0
+    assert probe(tmp_path / "a.mp4")["n"] == 4
     assert probe(tmp_path / "a.mp4")["size"] == (384, 384)  # pasted back into the full frame
     assert len(list((tmp_path / "cache" / "poses").glob("*.npz"))) == 1
-    monkeypatch.setattr(preprocess, "geometry", lambda *a, **k: pytest.fail("the pose cache was not used"))
+    # a file: the geometry pass with the offline smoother ran first, and the report says what it did
+    assert first.stage_seconds["geometry"] > 0 and first.preprocess["steadiness"]["mode"] == "offline"
+    assert first.preprocess["frames"] == 4 and sum(first.preprocess["tracker"].values()) == 4
+    fail = lambda *a, **k: pytest.fail("the pose cache was not used")  # noqa: E731
+    monkeypatch.setattr(preprocess, "geometry", fail)
+    monkeypatch.setattr(preprocess, "sequence_geometry", fail)
     other_camera = apply_overrides(cfg, ["render.views=[{name: left, yaw: -0.5}]"])
     second = render_video(src, tmp_path / "b.mp4", models, other_camera, progress=False)
-    assert second.frames == 4 and second.faces_found == 4
+    assert second.frames == 4 and second.faces_found == 4 and "geometry" not in second.stage_seconds
     # the paste shows the same-view reconstruction, which the novel camera does not change: the cached
     # geometry (crops, cameras, paste matrices) must reproduce the first run's frames exactly
     a, b = decode(tmp_path / "a.mp4"), decode(tmp_path / "b.mp4")
     assert np.array_equal(a, b)
     inputs = decode(src)
     assert np.abs(a[:, 150:250, 150:250].astype(int) - inputs[:, 150:250, 150:250].astype(int)).mean() > 5
+
+
+def test_face_preprocessing_from_a_pipe_is_causal(tmp_path):
+    """stdin: no geometry pass; the causal smoother, one output frame per input frame."""
+    src = face_sample(tmp_path / "face.mp4", seconds=0.2, size=256)  # 5 frames
+    cfg = resolve("render", pipeline="default", configs=["generated-tiny"],
+                  overrides=[*FAST, "composite.layout=crop", "runtime.pose_cache=false"])
+    with open(src, "rb") as stdin:
+        report = render_video("-", tmp_path / "a.mp4", load_models(cfg), cfg, progress=False, stdin=stdin)
+    assert report.frames == probe(tmp_path / "a.mp4")["n"] == probe(src)["n"] == 5
+    assert "geometry" not in report.stage_seconds and report.preprocess["steadiness"]["mode"] == "causal"
 
 
 @pytest.mark.slow

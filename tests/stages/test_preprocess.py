@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tests.stages.face_media import astronaut, batch_of, moving_clip
+from vidtriplane.config.preprocess import SmoothConfig
 from vidtriplane.geometry import camera
 from vidtriplane.geometry.warp import transform_points
 from vidtriplane.stages import preprocess as pp
@@ -97,7 +98,7 @@ def test_smoothing_steadies_a_still_face_with_noise(models):
         centres = np.array([[m[0, 2], m[1, 2]] for m in _cat(outs, "crop_matrix")])
         return np.abs(np.diff(centres, axis=0)).mean()
 
-    raw = jitter(pp.PreprocessConfig(smooth=pp.smooth.SmoothConfig(enabled=False)))
+    raw = jitter(pp.PreprocessConfig(smooth=SmoothConfig(mode="off")))
     smoothed = jitter(pp.PreprocessConfig())
     assert smoothed < 0.7 * raw
 
@@ -125,3 +126,62 @@ def test_a_pose_cache_shorter_than_the_video_falls_back_to_live_geometry(models,
     np.testing.assert_array_equal(_cat(outs[:2], "labels"), _cat(full[:2], "labels"))  # from the cache
     assert _cat(outs, "labels").shape == (16, 25) and _cat(outs[2:], "face_found")[1:].all()  # computed live
     assert cached.new_geometry is None  # an entry mixed from two sources is never stored
+
+
+def _batches(frames, size):
+    return [batch_of(frames[s:s + size], s) for s in range(0, len(frames), size)]
+
+
+def test_sequence_geometry_then_crops_like_a_cache_hit(models, clip):
+    """Files: the geometry pass over the whole clip, then the crops from it; one output frame per input."""
+    cfg = pp.PreprocessConfig()
+    geo, report = pp.sequence_geometry(_batches(clip, 5), models, cfg)
+    assert set(geo) == set(pp.GEOMETRY_FIELDS) and len(geo["labels"]) == 16
+    assert report["frames"] == 16 and report["faces"] == 13 and report["held"] == 3
+    assert report["steadiness"]["mode"] == "offline" and report["steadiness"]["frames_with_face"] == 13
+    assert sum(report["tracker"].values()) == 16 and report["tracker"]["flow"] >= 8
+    runner = pp.Preprocessor(models, cfg, cached=geo, report=report)
+    outs = [runner(b) for b in _batches(clip, 4)]
+    assert sum(len(b) for b in outs) == 16 and _cat(outs, "crops").shape == (16, 512, 512, 3)
+    np.testing.assert_array_equal(_cat(outs, "labels"), geo["labels"])
+    assert runner.report["tracker"] == report["tracker"] and runner.report["frames"] == 16
+    # the batch size of the geometry pass does not matter
+    again, _ = pp.sequence_geometry(_batches(clip, 16), models, cfg)
+    np.testing.assert_allclose(again["crop_matrix"], geo["crop_matrix"], atol=1e-4)
+    # nose tip in the same place of every crop, as with the causal stream
+    lms, mats = geo["landmarks"], geo["crop_matrix"]
+    for i in np.flatnonzero(geo["face_found"]):
+        nose = transform_points(mats[i].astype(np.float64), lms[i, 30:31])[0]
+        assert abs(nose[0] - 256) < 40 and 250 < nose[1] < 350
+
+
+def test_offline_smoothing_steadies_a_noisy_still_face_more_than_causal(models):
+    rng = np.random.default_rng(0)
+    img = astronaut()
+    frames = np.stack([np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8) for _ in range(24)])
+
+    def jitter(mode):
+        geo, report = pp.sequence_geometry(_batches(frames, 8), models, pp.PreprocessConfig(), mode)
+        centres = np.array([[m[0, 2], m[1, 2]] for m in geo["crop_matrix"]])
+        return np.abs(np.diff(centres, axis=0)).mean(), report["steadiness"]
+
+    raw, raw_report = jitter("off")
+    causal, _ = jitter("causal")
+    offline, report = jitter("offline")
+    assert offline < 0.2 * raw and offline < causal < raw
+    assert report["ratio"]["centre_x_px"] < 0.3 and raw_report["ratio"]["centre_x_px"] == pytest.approx(1.0)
+
+
+def test_a_stream_refuses_the_offline_mode(models, clip):
+    cfg = pp.PreprocessConfig(smooth=SmoothConfig(mode="offline"))
+    with pytest.raises(ValueError, match="whole video"):
+        pp.apply(batch_of(clip[:2]), pp.PreprocessState(), models, cfg)
+
+
+def test_stream_report_has_tracker_counts_and_jitter(models, clip):
+    runner = pp.Preprocessor(models, pp.PreprocessConfig())
+    for b in _batches(clip, 4):
+        runner(b)
+    report = runner.report
+    assert report["frames"] == 16 and report["steadiness"]["mode"] == "causal"
+    assert report["tracker"]["detections"] >= 1 and sum(report["tracker"].values()) == 16

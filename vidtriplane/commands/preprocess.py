@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -27,7 +28,7 @@ def resolve_config(configs: tuple[str, ...], overrides: tuple[str, ...], matting
         flags["matting"] = {"enabled": matting}
     if official:
         flags["align"] = {"official_rounding": True}
-        flags["smooth"] = {"enabled": False}
+        flags["smooth"] = {"mode": "off"}
     return resolve("preprocess", configs=configs, flags=flags, overrides=overrides)
 
 
@@ -188,13 +189,17 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
     from vidtriplane.geometry.camera import flip_yaw
     from vidtriplane.config.media import ReaderConfig
     from vidtriplane.io.reader import open_video
-    from vidtriplane.stages import preprocess as pp
+    from vidtriplane.pipeline.geometry import video_geometry
+    from vidtriplane.stages import preprocess as pp, smooth
 
     path = Path(source)
     folder = source != "-" and path.is_dir()
     if source != "-" and not path.exists():
         raise PlanError(f"input {source} does not exist (give a video, an image folder, or - for stdin)")
     files = _image_files(path) if folder else []
+
+    if folder:  # unrelated photos: each on its own, nothing to smooth over
+        cfg = replace(cfg, smooth=replace(cfg.smooth, mode="off"))
 
     # 1. pose cache lookup (files and folders; stdin cannot be hashed before it is read)
     store = pose_cache.PoseCache(cache_dir) if use_cache and source != "-" else None
@@ -206,6 +211,7 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
         cached = store.load(input_hash, settings)
         if cached is not None:
             log.info("pose cache hit: reusing landmarks, crops and labels (%s)", store.directory)
+    offline = not folder and cached is None and smooth.resolve_mode(cfg.smooth, source) == "offline"
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.matting.enabled:
         (out_dir / "alpha").mkdir(exist_ok=True)
@@ -232,10 +238,14 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
             reader = open_video(source, ReaderConfig(format=input_format, audio=False))
         need = cached is None  # the face model only when the geometry is not cached
         loaded = models.get(geometry=need) if models is not None else pp.load_models(cfg, geometry=need)
-        runner = pp.Preprocessor(loaded, cfg, cached)
+        geometry_report = None
+        if offline:  # the geometry pass: the whole video's crops and poses, smoothed, before any crop is cut
+            cached, geometry_report = video_geometry(source, cfg, loaded, ReaderConfig(format=input_format))
+            log.info("geometry pass: %d frames in %.1f s", geometry_report["frames"], geometry_report["seconds"])
+        runner = pp.Preprocessor(loaded, cfg, cached, report=geometry_report)
         if folder:
             for batch in _image_batches(files):
-                runner.state = pp.PreprocessState(counts=runner.state.counts)  # unrelated photos: no tracking
+                runner.state = replace(pp.PreprocessState(), counts=runner.state.counts, steps=runner.state.steps)
                 write(runner(batch), [files[int(batch.index[0])].stem])
         else:
             for batch in reader.batches(batch_size):
@@ -246,11 +256,15 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
 
     # 3. dataset.json, the report, the resolved config, the pose cache entry
     (out_dir / "dataset.json").write_text(json.dumps({"labels": labels}))
-    report = {"input": source, "cache_hit": cached is not None, **runner.counts, "no_face": missing}
+    report = {"input": source, "cache_hit": cached is not None and geometry_report is None, **runner.report,
+              "no_face": missing}
+    if folder:
+        report.pop("steadiness", None)  # photos are not a track
     (out_dir / "preprocess.json").write_text(json.dumps(report, indent=1))
     (out_dir / "preprocess.yaml").write_text(dump(cfg))
-    if store is not None and runner.new_geometry is not None:
-        store.save(input_hash, settings, runner.new_geometry, source=source)
+    geometry = cached if geometry_report is not None else runner.new_geometry
+    if store is not None and geometry is not None:
+        store.save(input_hash, settings, geometry, source=source)
     counts = runner.counts
     log.info("%d frames: %d with a face, %d held, %d fallback -> %s", counts["frames"], counts["faces"],
              counts["held"], counts["fallback"], out_dir)

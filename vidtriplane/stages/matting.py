@@ -59,10 +59,16 @@ def composite(image: np.ndarray, alpha: np.ndarray, background: tuple[int, int, 
 
 
 def matte(crops: np.ndarray, session: Any, cfg: MattingConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Crops [N, S, S, 3] uint8 -> (crops with the background replaced, alpha [N, S, S] float32)."""
+    """Crops [N, S, S, 3] uint8 -> (crops with the background replaced, alpha [N, S, S] float32).
+
+    ``session``: a runner of :mod:`vidtriplane.stages.matting_backends` (batched) or a rembg session.
+    """
     if len(crops) == 0:
         return crops, np.zeros(crops.shape[:3], np.float32)
-    alpha = np.stack([alpha_of(c, session) for c in crops])
+    if hasattr(session, "alphas"):
+        alpha = session.alphas(crops)
+    else:
+        alpha = np.stack([alpha_of(c, session) for c in crops])
     return composite(crops, alpha, cfg.background), alpha
 
 

@@ -1,31 +1,36 @@
 """The preprocessing chain: landmarks -> EG3D crop -> head pose -> smoothing -> held frames -> crops (-> matting).
 
+A live stream (stdin), batch by batch with the causal smoother:
+
     models = load_models(cfg)
     state = PreprocessState()
     for batch in reader.batches(16):
         batch, state = apply(batch, state, models, cfg)   # same frame count out as in
 
+A file, with the offline smoother: a geometry pass over the whole video first, then the crops:
+
+    geo, stats = sequence_geometry(reader.batches(16), models, cfg)        # whole-video geometry
+    runner = Preprocessor(models, cfg, cached=geo)                          # as a pose cache hit
+    for batch in other_reader.batches(16):
+        batch = runner(batch)
+
 Fields added (see :class:`~vidtriplane.types.FrameBatch`): ``landmarks``, ``face_found``, ``confidence``,
 ``held``, ``crop_matrix``, ``labels``, ``crops`` and, with matting, ``alpha``. ``extras["preprocess"]``
-has the per-batch counts and the ``fallback`` mask.
-
-Frames without a face never disappear. For ``hold_frames`` frames after the last face, the last good
-crop and pose are held (``held`` = True). After that, or before the first face, the fallback applies:
-``fallback="hold"`` keeps holding the last good crop and pose indefinitely (or, before any face, uses
-the centre crop), ``fallback="center"`` uses a centred square crop of side ``min(W, H)`` with a frontal
-camera label. Either way the frame is counted in ``fallback``.
+has the per-batch counts and the ``fallback`` mask. Frames without a face are held, then fall back
+(:mod:`vidtriplane.stages.geometry`).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
-from typing import Any, Optional
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from vidtriplane.cache import GEOMETRY, concat_geometry
 from vidtriplane.config.preprocess import PreprocessConfig
-from vidtriplane.stages import align, landmarks, matting, pose, smooth
+from vidtriplane.stages import align, geometry as geometry_stage, landmarks, matting, steadiness
 from vidtriplane.types import FrameBatch
 
 GEOMETRY_FIELDS = tuple(GEOMETRY)
@@ -34,7 +39,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PreprocessModels:
-    """Loaded models: the face backend and (with matting) a rembg session."""
+    """Loaded models: the face backend and (with matting) a matting runner."""
 
     face: Optional[landmarks.FaceBackend] = None
     matting: Any = None
@@ -42,9 +47,11 @@ class PreprocessModels:
 
 def load_models(cfg: PreprocessConfig, *, geometry: bool = True) -> PreprocessModels:
     """Load what ``cfg`` needs (``geometry=False`` skips the face model, e.g. when the pose cache hits)."""
+    from vidtriplane.stages import matting_backends
+
     face = landmarks.load_backend(cfg.landmarks) if geometry else None
-    session = matting.load_session(cfg.matting) if cfg.matting.enabled else None
-    return PreprocessModels(face=face, matting=session)
+    runner = matting_backends.load_runner(cfg.matting) if cfg.matting.enabled else None
+    return PreprocessModels(face=face, matting=runner)
 
 
 @dataclass(frozen=True)
@@ -52,128 +59,95 @@ class PreprocessState:
     """What crosses batch boundaries."""
 
     tracker: landmarks.LandmarkState = landmarks.LandmarkState()
-    crop_filter: smooth.SmoothState = smooth.SmoothState()
-    pose_filter: smooth.SmoothState = smooth.SmoothState()
-    landmark_filter: smooth.SmoothState = smooth.SmoothState()
-    last_params: Optional[np.ndarray] = None
-    """Crop square (cx, cy, side) of the last frame with a face."""
-    last_pose: Optional[np.ndarray] = None
-    """Head pose signal (rotvec, tx/tz, ty/tz, log tz) of the last frame with a face."""
-    since_face: int = 0
-    """Frames since the last face."""
+    geometry: geometry_stage.GeometryState = geometry_stage.GeometryState()
     counts: tuple[int, int, int, int] = (0, 0, 0, 0)
     """Cumulative (frames, faces, held, fallback)."""
+    steps: tuple[tuple[str, int], ...] = ()
+    """Cumulative tracker steps (:attr:`LandmarkState.step`: detect, redetect, track, flow) as (name, count)."""
+    trace: Optional[dict[str, np.ndarray]] = field(default=None, compare=False)
+    """Raw and smoothed jitter axes of the last batch (``geometry_stage.from_landmarks``'s trace)."""
 
 
-def _pose_signal(rot: np.ndarray, trans: np.ndarray) -> np.ndarray:
-    tz = trans[:, 2:3]
-    return np.concatenate([rot, trans[:, :2] / tz, np.log(np.abs(tz))], axis=1)
+def _fps(batch: FrameBatch) -> float:
+    return float(batch.meta.fps) if batch.meta.fps else 30.0
 
 
-def _signal_pose(sig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    tz = np.exp(sig[:, 5:6])
-    return sig[:, :3], np.concatenate([sig[:, 3:5] * tz, tz], axis=1)
+def track(batch: FrameBatch, tracker: landmarks.LandmarkState, models: PreprocessModels, cfg: PreprocessConfig
+          ) -> tuple[np.ndarray, np.ndarray, Counter, landmarks.LandmarkState]:
+    """Landmarks [N, 68, 2] (NaN: no face), confidences [N], tracker step counts and the tracker state."""
+    if models.face is None:
+        raise ValueError("preprocessing needs the face model: load_models(cfg) with geometry=True")
+    n = len(batch)
+    lms = np.full((n, 68, 2), np.nan, dtype=np.float32)
+    conf = np.zeros(n, dtype=np.float32)
+    steps: Counter = Counter()
+    for i in range(n):
+        lms[i], conf[i], tracker = landmarks.track_frame(batch.frames[i], tracker, models.face, cfg.landmarks)
+        steps[tracker.step] += 1
+    return lms, conf, steps, tracker
 
 
-def _center_params(width: int, height: int) -> np.ndarray:
-    side = float(min(width, height))
-    return np.array([(width - 1) / 2.0, (height - 1) / 2.0, side])
+def _add(counts: tuple, geo: dict[str, np.ndarray]) -> tuple[int, int, int, int]:
+    n = len(geo["labels"])
+    return (counts[0] + n, counts[1] + int(geo["face_found"].sum()), counts[2] + int(geo["held"].sum()),
+            counts[3] + int(geo["fallback"].sum()))
 
 
-_FRONTAL_SIGNAL = np.array([0.0, 0.0, 0.0, 0.0, 0.0, np.log(pose.FOCAL * 700.0 / 300.0)])
+def _add_steps(steps: tuple, new: Counter) -> tuple[tuple[str, int], ...]:
+    total = Counter(dict(steps))
+    total.update(new)
+    return tuple(sorted(total.items()))
 
 
-def _frame_size(batch: FrameBatch) -> tuple[int, int]:
-    return int(batch.frames.shape[2]), int(batch.frames.shape[1])
+def stream_mode(cfg: PreprocessConfig) -> str:
+    """The smoothing of a batch-by-batch stream: 'causal' (also for 'auto') or 'off'."""
+    mode = cfg.smooth.mode
+    if mode == "offline":
+        raise ValueError("smooth.mode=offline needs the whole video first: use sequence_geometry() (files), "
+                         "or smooth.mode=causal for a stream")
+    return "off" if mode == "off" else "causal"
 
 
 def geometry(
     batch: FrameBatch, state: PreprocessState, models: PreprocessModels, cfg: PreprocessConfig
 ) -> tuple[dict[str, np.ndarray], PreprocessState]:
-    """Per-frame geometry of a batch (the arrays of :data:`GEOMETRY_FIELDS`) and the new state."""
-    n = len(batch)
-    width, height = _frame_size(batch)
-    fps = float(batch.meta.fps) if batch.meta.fps else 30.0
-    if models.face is None:
-        raise ValueError("preprocessing needs the face model: load_models(cfg) with geometry=True")
-
-    # 1. landmarks (detect / track)
-    lms = np.full((n, 68, 2), np.nan, dtype=np.float32)
-    conf = np.zeros(n, dtype=np.float32)
-    tracker = state.tracker
-    for i in range(n):
-        lms[i], conf[i], tracker = landmarks.track_frame(batch.frames[i], tracker, models.face, cfg.landmarks)
-    found = np.isfinite(lms).all(axis=(1, 2))
-
-    # 2. crop squares, smoothed (or the official integer crop, which is not smoothed)
-    official = align.official_matrices(lms, width, height, cfg.align) if cfg.align.official_rounding else None
-    if official is not None:
-        params = np.full((n, 3), np.nan)
-        params[found] = align.params_of(official[found], cfg.align.out_size)
-        crop_filter = state.crop_filter
-    else:
-        raw = align.crop_params(lms, height, cfg.align)
-        sig, crop_filter = smooth.one_euro(smooth.crop_to_signal(raw), found, state.crop_filter, fps, cfg.smooth)
-        params = smooth.signal_to_crop(sig)
-
-    # 3. head pose in the crop, smoothed
-    if official is not None:
-        mats = official
-    else:
-        mats = align.crop_matrices(np.where(np.isfinite(params), params, 1.0), cfg.align)
-    rot, trans = pose.estimate(lms, mats, cfg.align.out_size, cfg.pose)
-    found &= np.isfinite(rot).all(axis=1)  # a failed pose counts as a frame without a face
-    pose_sig, pose_filter = smooth.one_euro(_pose_signal(rot, trans), found, state.pose_filter, fps, cfg.smooth)
-
-    # 4. frames without a face: hold, then fall back
-    held = np.zeros(n, dtype=bool)
-    fallback = np.zeros(n, dtype=bool)
-    last_params, last_pose, since = state.last_params, state.last_pose, state.since_face
-    for i in range(n):
-        if found[i]:
-            last_params, last_pose, since = params[i].copy(), pose_sig[i].copy(), 0
-            continue
-        since += 1
-        if last_params is not None and (since <= cfg.hold_frames or cfg.fallback == "hold"):
-            params[i], pose_sig[i] = last_params, last_pose
-            held[i] = since <= cfg.hold_frames
-            fallback[i] = not held[i]
-        else:
-            params[i], pose_sig[i] = _center_params(width, height), _FRONTAL_SIGNAL
-            fallback[i] = True
-    mats = align.crop_matrices(params, cfg.align)
-    if official is not None:
-        mats[found] = official[found]
-    labels = pose.labels(*_signal_pose(pose_sig), cfg.pose)
-
-    out_lms = lms
-    landmark_filter = state.landmark_filter
-    if cfg.smooth.smooth_landmarks:
-        flat, landmark_filter = smooth.one_euro(lms.reshape(n, -1), found, landmark_filter, fps, cfg.smooth)
-        out_lms = flat.reshape(n, 68, 2).astype(np.float32)
-
-    c = state.counts
-    counts = (c[0] + n, c[1] + int(found.sum()), c[2] + int(held.sum()), c[3] + int(fallback.sum()))
-    new_state = PreprocessState(
-        tracker=tracker,
-        crop_filter=crop_filter,
-        pose_filter=pose_filter,
-        landmark_filter=landmark_filter,
-        last_params=last_params,
-        last_pose=last_pose,
-        since_face=since,
-        counts=counts,
-    )
-    geo = {
-        "landmarks": out_lms,
-        "face_found": found,
-        "held": held,
-        "confidence": conf,
-        "crop_matrix": mats.astype(np.float32),
-        "labels": labels,
-        "fallback": fallback,
-    }
+    """Per-frame geometry of one batch of a stream (causal smoothing) and the new state."""
+    lms, conf, steps, tracker = track(batch, state.tracker, models, cfg)
+    size = (int(batch.frames.shape[2]), int(batch.frames.shape[1]))
+    geo, trace, geo_state = geometry_stage.from_landmarks(lms, size, _fps(batch), state.geometry, cfg, stream_mode(cfg))
+    geo["confidence"] = conf
+    new_state = PreprocessState(tracker=tracker, geometry=geo_state, counts=_add(state.counts, geo),
+                                steps=_add_steps(state.steps, steps), trace=trace)
     return geo, new_state
+
+
+def sequence_geometry(
+    batches: Iterable[FrameBatch], models: PreprocessModels, cfg: PreprocessConfig, mode: str = "offline"
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The whole video's geometry (the pose cache arrays) from all its batches, and its report.
+
+    Landmarks are tracked batch by batch; crops and poses are then smoothed over the whole sequence
+    (``mode`` 'offline'; 'causal' and 'off' give what the stream would). The report holds the frame counts,
+    the tracker's counts and the jitter of the raw and smoothed crop / pose axes.
+    """
+    tracker = landmarks.LandmarkState()
+    parts_lms, parts_conf, steps = [], [], Counter()
+    size, fps = None, 30.0
+    for batch in batches:
+        lms, conf, new_steps, tracker = track(batch, tracker, models, cfg)
+        parts_lms.append(lms)
+        parts_conf.append(conf)
+        steps.update(new_steps)
+        size, fps = (int(batch.frames.shape[2]), int(batch.frames.shape[1])), _fps(batch)
+    if size is None:
+        raise ValueError("the video has no frames")
+    lms = np.concatenate(parts_lms)
+    geo, trace, _ = geometry_stage.from_landmarks(lms, size, fps, geometry_stage.GeometryState(), cfg, mode)
+    geo["confidence"] = np.concatenate(parts_conf)
+    report = dict(zip(("frames", "faces", "held", "fallback"), _add((0, 0, 0, 0), geo)))
+    report["tracker"] = steadiness.tracker_counts(steps)
+    report["steadiness"] = steadiness.summary(trace["raw"], trace["smoothed"], trace["found"], mode)
+    return {k: geo[k] for k in GEOMETRY_FIELDS}, report
 
 
 def with_geometry(
@@ -197,7 +171,7 @@ def with_geometry(
     batch = batch.with_fields(**fields, extras=extras)
     if cfg.matting.enabled:
         if models.matting is None:
-            raise ValueError("matting is enabled but no rembg session was loaded (load_models(cfg))")
+            raise ValueError("matting is enabled but no matting runner was loaded (load_models(cfg))")
         return matting.apply(batch, crops, models.matting, cfg.matting)
     return batch.with_fields(crops=crops)
 
@@ -218,17 +192,19 @@ def load(cfg: PreprocessConfig) -> PreprocessModels:
 class Preprocessor:
     """Thin stateful wrapper for streaming: ``runner(batch) -> batch``, one video per instance.
 
-    With ``cached`` (the per-video arrays of a pose cache hit, see :mod:`vidtriplane.cache`) it skips
-    detection and pose and only cuts crops (and mattes). Otherwise it keeps every batch's geometry in
-    ``self.geometry_parts`` so the caller can store it in the pose cache at the end.
+    With ``cached`` (the per-video geometry arrays of a pose cache hit or of :func:`sequence_geometry`, see
+    :mod:`vidtriplane.cache`) it skips detection and pose and only cuts crops (and mattes); ``report`` is
+    then that geometry's report, if known. Otherwise it computes the geometry batch by batch (causal
+    smoothing) and keeps it in ``self.geometry_parts`` so the caller can store it in the pose cache.
     """
 
-    def __init__(
-        self, models: PreprocessModels, cfg: PreprocessConfig, cached: Optional[dict[str, np.ndarray]] = None
-    ) -> None:
+    def __init__(self, models: PreprocessModels, cfg: PreprocessConfig, cached: Optional[dict[str, np.ndarray]] = None,
+                 report: Optional[dict[str, Any]] = None) -> None:
         self.models, self.cfg, self.cached = models, cfg, cached
         self.state = PreprocessState()
         self.geometry_parts: list[dict[str, np.ndarray]] = []
+        self._traces: list[dict[str, np.ndarray]] = []
+        self._given_report = report
         self._complete = True
 
     def __call__(self, batch: FrameBatch) -> FrameBatch:
@@ -237,16 +213,15 @@ class Preprocessor:
                         "from frame %d on", len(self.cached["labels"]), int(batch.index[0]))
             self.cached = None
             self.geometry_parts = []  # an incomplete video's geometry is not stored
+            self._given_report = None
             self._complete = False
         if self.cached is not None:
             geo = {k: v[batch.index] for k, v in self.cached.items()}
-            c = self.state.counts
-            self.state = replace(self.state, counts=(
-                c[0] + len(batch), c[1] + int(geo["face_found"].sum()),
-                c[2] + int(geo["held"].sum()), c[3] + int(geo["fallback"].sum())))
+            self.state = replace(self.state, counts=_add(self.state.counts, geo))
         else:
             geo, self.state = geometry(batch, self.state, self.models, self.cfg)
             self.geometry_parts.append(geo)
+            self._traces.append(self.state.trace)
         return with_geometry(batch, geo, self.models, self.cfg)
 
     @property
@@ -260,6 +235,19 @@ class Preprocessor:
     def counts(self) -> dict[str, int]:
         """Cumulative frame counts: frames, faces, held, fallback."""
         return dict(zip(("frames", "faces", "held", "fallback"), self.state.counts))
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """Counts, and (when known) the tracker's counts and the jitter of raw vs smoothed crops and poses."""
+        out: dict[str, Any] = dict(self.counts)
+        if self._given_report is not None:
+            out.update({k: v for k, v in self._given_report.items() if k in ("tracker", "steadiness")})
+        elif self._traces:
+            trace = {k: np.concatenate([t[k] for t in self._traces]) for k in self._traces[0]}
+            out["tracker"] = steadiness.tracker_counts(dict(self.state.steps))
+            out["steadiness"] = steadiness.summary(trace["raw"], trace["smoothed"], trace["found"],
+                                                   stream_mode(self.cfg))
+        return out
 
 
 def start(models: PreprocessModels, cfg: PreprocessConfig) -> Preprocessor:
