@@ -109,14 +109,15 @@ def test_aligned_pipeline_in_segments_is_the_whole_run(tmp_path, threads, extra,
     assert not work_folder(job.target).exists()  # removed once stitched
 
 
-def test_face_pipeline_in_segments_is_the_whole_run(tmp_path, threads, monkeypatch):
+@pytest.mark.parametrize("mode", ["auto", "causal"])  # auto = offline for a file: the local run has a pass too
+def test_face_pipeline_in_segments_is_the_whole_run(tmp_path, threads, monkeypatch, mode):
     """Tracking and smoothing need the frames before a segment: the geometry pass gives them."""
     pytest.importorskip("dlib")
     from vidtriplane.cache import PoseCache, hash_file
     from vidtriplane.stages import preprocess
 
     monkeypatch.setenv("VIDTRIPLANE_CACHE", str(tmp_path / "cache"))
-    overrides = [*FAST, "runtime.torch_threads=1"]
+    overrides = [*FAST, f"preprocess.smooth.mode={mode}"]
     cfg = resolve("render", pipeline="default", configs=["generated-tiny"], overrides=overrides)
     src = tmp_path / "face.mp4"
     face_clip(src, 28, blank=(12, 13))  # no face right at a segment start
