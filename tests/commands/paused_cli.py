@@ -9,6 +9,7 @@ process. No sleeps: the test blocks on the sync pipe until the child is exactly 
 from __future__ import annotations
 
 import os
+import select
 import sys
 
 from vidtriplane.pipeline import build
@@ -21,7 +22,12 @@ def _paused(self, batch, clock):
     _calls["n"] += 1
     if _calls["n"] == int(os.environ.get("VT_PAUSE_AT", "2")):
         os.write(int(os.environ["VT_SYNC_FD"]), b"!")
-        os.read(int(os.environ["VT_HOLD_FD"]), 1)
+        hold = int(os.environ["VT_HOLD_FD"])
+        # wait on the pipe in short select() calls: a signal delivered to another thread of the process
+        # would not interrupt one long blocking read, but Python runs its handler between these calls
+        while not select.select([hold], [], [], 0.05)[0]:
+            pass
+        os.read(hold, 1)
     return _real(self, batch, clock)
 
 
