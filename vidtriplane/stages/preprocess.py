@@ -33,7 +33,7 @@ class PreprocessConfig:
     """Everything that turns frames into aligned crops + camera labels."""
 
     landmarks: landmarks.LandmarkConfig = field(default_factory=landmarks.LandmarkConfig)
-    """Face detection, tracking and the 68-point landmarks."""
+    """Face detection, tracking and the landmarks (68 dlib points or MTCNN's 5)."""
     align: align.AlignConfig = field(default_factory=align.AlignConfig)
     """The EG3D crop (section 5.2 of the official spec)."""
     pose: pose.PoseConfig = field(default_factory=pose.PoseConfig)
@@ -65,7 +65,7 @@ class PreprocessConfig:
 class PreprocessModels:
     """Loaded models: the face backend and (with matting) a rembg session."""
 
-    face: Optional[landmarks.FaceBackend] = None
+    face: Optional[landmarks.AnyBackend] = None
     matting: Any = None
 
 
@@ -127,11 +127,7 @@ def geometry(
         raise ValueError("preprocessing needs the face model: load_models(cfg) with geometry=True")
 
     # 1. landmarks (detect / track)
-    lms = np.full((n, 68, 2), np.nan, dtype=np.float32)
-    conf = np.zeros(n, dtype=np.float32)
-    tracker = state.tracker
-    for i in range(n):
-        lms[i], conf[i], tracker = landmarks.track_frame(batch.frames[i], tracker, models.face, cfg.landmarks)
+    lms, conf, tracker = landmarks.detect_batch(batch.frames, state.tracker, models.face, cfg.landmarks)
     found = np.isfinite(lms).all(axis=(1, 2))
 
     # 2. crop squares, smoothed (or the official integer crop, which is not smoothed)
@@ -179,7 +175,7 @@ def geometry(
     landmark_filter = state.landmark_filter
     if cfg.smooth.smooth_landmarks:
         flat, landmark_filter = smooth.one_euro(lms.reshape(n, -1), found, landmark_filter, fps, cfg.smooth)
-        out_lms = flat.reshape(n, 68, 2).astype(np.float32)
+        out_lms = flat.reshape(lms.shape).astype(np.float32)
 
     c = state.counts
     counts = (c[0] + n, c[1] + int(found.sum()), c[2] + int(held.sum()), c[3] + int(fallback.sum()))

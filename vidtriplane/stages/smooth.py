@@ -36,7 +36,7 @@ class SmoothConfig:
     reset_after_gap: int = 2
     """Restart the filter after this many consecutive frames without a face."""
     smooth_landmarks: bool = False
-    """Also smooth the 68 landmarks stored in the batch (they are not used for the crop or pose)."""
+    """Also smooth the landmarks stored in the batch (they are not used for the crop or pose)."""
 
     def __post_init__(self) -> None:
         if self.min_cutoff <= 0 or self.d_cutoff <= 0 or self.beta < 0 or self.lookahead < 0:

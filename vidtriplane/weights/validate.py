@@ -8,7 +8,8 @@ few anchor shapes from the official checkpoint layout.
 
 Part names (the same as the sections of the official state_dict manifest):
 ``psp_encoder``, ``triplanenet_encoder`` (v1), ``triplanenet_v2_encoder_pixelshuffle``,
-``triplanenet_v2_encoder_upsample``, ``eg3d_G``.
+``triplanenet_v2_encoder_upsample``, ``eg3d_G``; plus the MTCNN networks ``mtcnn_pnet``, ``mtcnn_rnet``,
+``mtcnn_onet``.
 """
 from __future__ import annotations
 
@@ -42,7 +43,11 @@ _COARSE: dict[str, tuple[int, dict[str, Shape]]] = {
                                               "up2.conv.double_conv.0.weight": (768,)}),
     "eg3d_G": (176, {"backbone.synthesis.b4.const": (512, 4, 4), "backbone.mapping.w_avg": (512,),
                      "decoder.net.0.weight": (64, 32), "superresolution.block1.torgb.weight": (3, 128, 1, 1)}),
+    "mtcnn_pnet": (13, {"conv1.weight": (10, 3, 3, 3), "conv4_2.weight": (4, 32, 1, 1)}),
+    "mtcnn_rnet": (16, {"conv1.weight": (28, 3, 3, 3), "dense4.weight": (128, 576)}),
+    "mtcnn_onet": (21, {"conv1.weight": (32, 3, 3, 3), "dense5.weight": (256, 1152), "dense6_3.weight": (10, 256)}),
 }
+MTCNN_PARTS = {"pnet.": "mtcnn_pnet", "rnet.": "mtcnn_rnet", "onet.": "mtcnn_onet"}
 
 ALEXNET_SHAPES: dict[str, Shape] = {
     "features.0.weight": (64, 3, 11, 11), "features.0.bias": (64,),
@@ -113,6 +118,10 @@ def _build_part(part: str) -> "torch.nn.Module | None":
         from vidtriplane.models.eg3d import EG3DConfig, EG3DGenerator
 
         return EG3DGenerator(EG3DConfig())
+    if part in MTCNN_PARTS.values():
+        from vidtriplane.models import mtcnn
+
+        return {"mtcnn_pnet": mtcnn.PNet, "mtcnn_rnet": mtcnn.RNet, "mtcnn_onet": mtcnn.ONet}[part]()
     return None
 
 
@@ -141,6 +150,14 @@ def expected_shapes(kind: str, *, variant: str = "pixelshuffle",
         return dict(ALEXNET_SHAPES)
     if kind == "lpips-linear":
         return dict(LPIPS_ALEX_SHAPES)
+    if kind == "mtcnn":
+        out = {}
+        for prefix, part in MTCNN_PARTS.items():
+            shapes = exp(part)
+            if shapes is None:
+                return None
+            out.update({prefix + k: tuple(v) for k, v in shapes.items()})
+        return out
     return None
 
 
@@ -321,6 +338,20 @@ def _check_irse(obj: Any, kind: str, expectations: Expectations) -> ValidationRe
     return ValidationReport(kind, f"{kind}: {len(state)} tensors")
 
 
+def _check_mtcnn(obj: Any, expectations: Expectations) -> ValidationReport:
+    """The three MTCNN networks in one state_dict, keys prefixed ``pnet.``, ``rnet.``, ``onet.``."""
+    state = shapes_of(_require_state_dict(obj, "the MTCNN state_dict"))
+    problems: list[str] = []
+    for prefix, part in MTCNN_PARTS.items():
+        problems += compare(split_prefix(state, prefix), part, expectations)
+    other = [k for k in state if not k.startswith(tuple(MTCNN_PARTS))]
+    if other:
+        problems.append(f"keys outside pnet/rnet/onet: {', '.join(other[:5])}")
+    if problems:
+        raise InvalidWeights("MTCNN weights do not match the P/R/O-nets:\n  " + "\n  ".join(problems))
+    return ValidationReport("mtcnn", f"MTCNN P/R/O-net: {len(state)} tensors")
+
+
 def check_onnx(path: Path) -> ValidationReport:
     """A cheap ONNX sniff: a protobuf whose first field is ir_version (tag 0x08)."""
     with open(path, "rb") as f:
@@ -345,6 +376,8 @@ def validate_object(kind: str, obj: Any, *, expectations: Expectations | None = 
         return _check_fixed(obj, kind, ALEXNET_SHAPES)
     if kind == "lpips-linear":
         return _check_fixed(obj, kind, LPIPS_ALEX_SHAPES)
+    if kind == "mtcnn":
+        return _check_mtcnn(obj, exp)
     raise ValueError(f"no object check for kind {kind!r}")
 
 
