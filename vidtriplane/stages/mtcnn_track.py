@@ -12,7 +12,9 @@ Per batch (all network calls batched over frames, on the device the networks are
 3. Tracking: the frames up to the next key frame or cut are refined together by O-net alone, starting
    from the last face's box (two passes, see :func:`~vidtriplane.stages.face_mtcnn.refine`). At the first
    frame whose score falls below ``min_confidence`` the run is retried from the previous frame's box;
-   if that also fails the face is lost and that frame is detected at once.
+   if that also fails the face is lost and that frame is detected at once. Because a run starts every
+   frame from the same box, where batches split changes the points by about a pixel (O-net's own jitter
+   for a box moved by a few percent).
 
 Landmarks are MTCNN's five points [N, 5, 2] (left eye, right eye, nose, mouth left, mouth right) in
 pixel-centre coordinates; the confidence is O-net's face probability.
@@ -28,14 +30,20 @@ import torch.nn.functional as F
 
 from vidtriplane.geometry.boxes import overlap
 from vidtriplane.stages import face_mtcnn
+from vidtriplane.stages.landmarks import to_gray
 
 THUMB = 16  # side of the scene-cut thumbnails
+# Box for dlib's 68-point predictor from the five points: dlib's HOG detector boxes on 24 views of two faces
+# (turned, rolled, scaled, mirrored) are centred 0.02 d above the points' mean and 2.35 d wide, d being the
+# eye-centre to mouth-centre distance (spread of the measured values: 0.16 d and 0.2 d).
+POSE_BOX_SHIFT = -0.02
+POSE_BOX_SIDE = 2.35
 MIN_KEEP_OVERLAP = 0.2  # a detection continues the track when its IoU with the last face exceeds this
 
 
 def frames_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 frames [N, H, W, 3] (or grey [N, H, W] / [N, H, W, 1]) -> float [N, 3, H, W] on ``device``."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    x = torch.from_numpy(face_mtcnn._writable(frames)).to(device)
     if x.ndim == 3:
         x = x[..., None]
     if x.shape[-1] == 1:
@@ -138,8 +146,6 @@ def _track_run(x, start, end, walk, nets, cfg) -> int:
         bad = int(np.argmin(ok)) if not ok.all() else end - i
         for j in range(bad):
             walk.accept(i + j, out.boxes[j], float(out.scores[j]), out.points[j], detected=False)
-            if cfg.detect_every > 0 and walk.since >= cfg.detect_every:
-                return i + j + 1  # a key frame is due
         i += bad
         if i >= end:
             return end
@@ -148,6 +154,26 @@ def _track_run(x, start, end, walk, nets, cfg) -> int:
             return i
         retried, anchor_at = True, i - 1  # retry from the last accepted frame's box
     return end
+
+
+def pose_box(points: np.ndarray) -> tuple[float, float, float, float]:
+    """A dlib-detector-like square (x0, y0, x1, y1) around a face from its five points [5, 2]."""
+    eyes, mouth = points[:2].mean(0), points[3:].mean(0)
+    down = mouth - eyes
+    dist = float(np.linalg.norm(down))
+    centre = points.mean(0) + POSE_BOX_SHIFT * down
+    half = POSE_BOX_SIDE * dist / 2
+    return (centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half)
+
+
+def pose_landmarks(frames: np.ndarray, points: np.ndarray, model) -> np.ndarray:
+    """68 points [N, 68, 2] from a 68-point model (``landmarks(gray, box)``) in :func:`pose_box` of each
+    frame's five points; NaN where there is no face."""
+    out = np.full((len(points), 68, 2), np.nan, dtype=np.float32)
+    for i, p in enumerate(points):
+        if np.isfinite(p).all():
+            out[i] = model.landmarks(to_gray(frames[i]), pose_box(p.astype(np.float64)))
+    return out
 
 
 @torch.no_grad()
@@ -169,6 +195,8 @@ def track_batch(frames: np.ndarray, state, nets, cfg) -> tuple[np.ndarray, np.nd
         end = i + 1
         while end < n and not cuts[end]:
             end += 1
+        if cfg.detect_every > 0:  # stop where the next key frame is due
+            end = min(end, i + cfg.detect_every - walk.since)
         i = _track_run(x, i, end, walk, nets, cfg)
     box_out = tuple(float(v) for v in walk.box.cpu()) if walk.box is not None else None
     new_state = replace(state, box=box_out, tracking=walk.tracking, since_detect=walk.since, thumb=thumb)

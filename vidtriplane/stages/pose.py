@@ -190,11 +190,13 @@ def frontal_label(cfg: PoseConfig = PoseConfig()) -> np.ndarray:
 
 
 def apply(batch, cfg: PoseConfig = PoseConfig()):
-    """Stage form without smoothing: add ``labels`` from ``landmarks`` and ``crop_matrix`` (frontal where no face)."""
+    """Stage form without smoothing: add ``labels`` from ``landmarks`` (``pose_landmarks`` when set) and
+    ``crop_matrix`` (frontal where no face)."""
     if batch.landmarks is None or batch.crop_matrix is None:
         raise ValueError("pose needs landmarks and crop_matrix: run the landmarks and align stages first")
     size = batch.crops.shape[1] if batch.crops is not None else 512
-    rot, trans = estimate(batch.landmarks, batch.crop_matrix.astype(np.float64), size, cfg)
+    points = batch.pose_landmarks if batch.pose_landmarks is not None else batch.landmarks
+    rot, trans = estimate(points, batch.crop_matrix.astype(np.float64), size, cfg)
     out = labels(np.nan_to_num(rot), np.where(np.isfinite(trans), trans, [0.0, 0.0, 1.0]), cfg)
     missing = ~np.isfinite(rot).all(axis=1)
     out[missing] = frontal_label(cfg)

@@ -26,6 +26,7 @@ from vidtriplane.stages import align, landmarks, matting, pose, smooth
 from vidtriplane.types import FrameBatch
 
 GEOMETRY_FIELDS = ("landmarks", "face_found", "held", "confidence", "crop_matrix", "labels", "fallback")
+OPTIONAL_GEOMETRY = ("pose_landmarks",)  # present only with the MTCNN backend's 68 pose points
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,9 @@ def geometry(
         raise ValueError("preprocessing needs the face model: load_models(cfg) with geometry=True")
 
     # 1. landmarks (detect / track)
-    lms, conf, tracker = landmarks.detect_batch(batch.frames, state.tracker, models.face, cfg.landmarks)
+    found_lms, tracker = landmarks.detect_batch(batch.frames, state.tracker, models.face, cfg.landmarks)
+    lms, conf = found_lms.points, found_lms.confidence
+    pose_lms = found_lms.pose_points if found_lms.pose_points is not None else lms
     found = np.isfinite(lms).all(axis=(1, 2))
 
     # 2. crop squares, smoothed (or the official integer crop, which is not smoothed)
@@ -146,7 +149,7 @@ def geometry(
         mats = official
     else:
         mats = align.crop_matrices(np.where(np.isfinite(params), params, 1.0), cfg.align)
-    rot, trans = pose.estimate(lms, mats, cfg.align.out_size, cfg.pose)
+    rot, trans = pose.estimate(pose_lms, mats, cfg.align.out_size, cfg.pose)
     found &= np.isfinite(rot).all(axis=1)  # a failed pose counts as a frame without a face
     pose_sig, pose_filter = smooth.one_euro(_pose_signal(rot, trans), found, state.pose_filter, fps, cfg.smooth)
 
@@ -198,6 +201,8 @@ def geometry(
         "labels": labels,
         "fallback": fallback,
     }
+    if found_lms.pose_points is not None:
+        geo["pose_landmarks"] = found_lms.pose_points
     return geo, new_state
 
 
@@ -218,7 +223,7 @@ def with_geometry(
             "fallbacks": int(geo["fallback"].sum()),
         }
     }
-    fields = {k: geo[k] for k in GEOMETRY_FIELDS if k != "fallback"}
+    fields = {k: geo[k] for k in GEOMETRY_FIELDS + OPTIONAL_GEOMETRY if k != "fallback" and k in geo}
     batch = batch.with_fields(**fields, extras=extras)
     if cfg.matting.enabled:
         if models.matting is None:

@@ -43,6 +43,9 @@ _COARSE: dict[str, tuple[int, dict[str, Shape]]] = {
                                               "up2.conv.double_conv.0.weight": (768,)}),
     "eg3d_G": (176, {"backbone.synthesis.b4.const": (512, 4, 4), "backbone.mapping.w_avg": (512,),
                      "decoder.net.0.weight": (64, 32), "superresolution.block1.torgb.weight": (3, 128, 1, 1)}),
+}
+# The same for the MTCNN networks (facenet-pytorch's pnet.pt / rnet.pt / onet.pt; not in the official manifest).
+_COARSE_MTCNN: dict[str, tuple[int, dict[str, Shape]]] = {
     "mtcnn_pnet": (13, {"conv1.weight": (10, 3, 3, 3), "conv4_2.weight": (4, 32, 1, 1)}),
     "mtcnn_rnet": (16, {"conv1.weight": (28, 3, 3, 3), "dense4.weight": (128, 576)}),
     "mtcnn_onet": (21, {"conv1.weight": (32, 3, 3, 3), "dense5.weight": (256, 1152), "dense6_3.weight": (10, 256)}),
@@ -180,7 +183,7 @@ def compare(found: ShapeMap, part: str, expectations: Expectations) -> list[str]
                 shown = ", ".join(items[:5]) + (f", ... ({len(items)} in all)" if len(items) > 5 else "")
                 problems.append(f"{part}: {label}: {shown}")
         return problems
-    count, anchors = _COARSE[part]
+    count, anchors = {**_COARSE, **_COARSE_MTCNN}[part]
     if len(found) != count:
         problems.append(f"{part}: {len(found)} entries (expected {count})")
     for key, shape in anchors.items():
