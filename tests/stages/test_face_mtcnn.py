@@ -1,5 +1,8 @@
-"""MTCNN detection: the pyramid, input layouts, real faces, the official example crop, thresholds, refine."""
+"""MTCNN detection: parity with the TensorFlow original, the pyramid, input layouts, real faces, the
+official example crop, thresholds, refine."""
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +12,55 @@ from tests.conftest import shared_path
 from tests.stages.face_media import astronaut, place
 from vidtriplane.stages import align
 from vidtriplane.stages import face_mtcnn as fm
+
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "mtcnn_tf_reference.json").read_text())
+
+
+def reference_images() -> dict:
+    """The images of ``data/mtcnn_tf_reference.json`` (astronaut variants; the official example when present)."""
+    import cv2
+
+    img = astronaut()
+    hidden = img.copy()
+    hidden[95:150, 180:270] = 0  # eyes and nose covered
+    images = {"astronaut": img, "astronaut_hidden": hidden,
+              "astronaut_small": place(img, (640, 480), (320, 240), scale=0.45),
+              "astronaut_turned": place(img, (640, 480), (300, 260), scale=0.9, angle=12)}
+    try:
+        from PIL import Image
+
+        ex = np.asarray(Image.open(shared_path("fixtures", "eg3d_example", "example.png")).convert("RGB"))
+    except pytest.skip.Exception:
+        return images
+    images["example"] = ex
+    images["example_half"] = cv2.resize(ex, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    images["example_double"] = cv2.resize(ex, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
+    return images
+
+
+def test_matches_the_tensorflow_original(mtcnn_nets):
+    """Every face, box, score and point of the ``mtcnn`` package (TensorFlow) that the official
+    preprocessing used, on 7 images and at two threshold sets, to float32 rounding."""
+    images = reference_images()
+    checked = 0
+    for key, faces in REFERENCE["results"].items():
+        name, run = key.split("/")
+        if name not in images:
+            continue
+        thresholds = fm.THRESHOLDS if run == "default" else fm.ID_METRIC_THRESHOLDS
+        found = fm.detect(mtcnn_nets, images[name][None], thresholds=thresholds)[0]
+        assert len(found) == len(faces), key
+        if not faces:
+            continue
+        # MTCNN coordinates -> ours: points and box edges minus half a pixel, 1-based first corner minus 1
+        ref_points = np.array([f["points"] for f in faces]) - 0.5
+        ref_boxes = np.array([f["box"] for f in faces]) - [1.5, 1.5, 0.5, 0.5]
+        np.testing.assert_allclose(found.points.numpy(), ref_points, atol=2e-3, err_msg=key)
+        np.testing.assert_allclose(found.boxes.numpy(), ref_boxes, atol=2e-3, err_msg=key)
+        np.testing.assert_allclose(found.scores.numpy(), [f["score"] for f in faces], atol=1e-5, err_msg=key)
+        checked += 1
+    assert checked >= 7
 
 
 def test_pyramid_scales():
@@ -70,17 +122,18 @@ def test_batch_equals_single_images_and_mirror_swaps_left_and_right(mtcnn_nets):
 
 
 def test_official_example_crop(mtcnn_nets):
-    """The official crop was made from MTCNN's points on the original photo; detecting again on the crop
-    must give back (nearly) the identity crop. 1 px of the side is below MTCNN's own scale noise (the same
-    face resized by 0.5x-3x moves the side by up to 1.5 %), so the side is checked to 2 %."""
+    """The official crop was made from MTCNN's points on the original photo (not available); detecting again
+    on the crop gives back nearly the identity crop. Not to 1 px: the TensorFlow original itself (whose
+    points ours equal, see above) gives this same crop, and resizing the image by 0.5x-2x moves its crop
+    by up to 3 px and 1.5 % of the side."""
     from PIL import Image
 
     img = np.asarray(Image.open(shared_path("fixtures", "eg3d_example", "example.png")).convert("RGB"))
     found = fm.detect(mtcnn_nets, img[None])[0]
     pts = _check_face(found, (100, 100, 420, 420))
     cx, cy, side = align.crop_params(pts[None], img.shape[0])[0]
-    assert abs(cx - 255.5) < 1.0 and abs(cy - 255.5) < 1.5  # measured 0.35 and 0.9
-    assert abs(side / 512 - 1) < 0.02  # measured +1.3 % (dlib's 68 points: -2.3 %)
+    assert abs(cx - 255.5) < 1.5 and abs(cy - 255.5) < 3.5  # measured -0.7 and +2.5
+    assert abs(side / 512 - 1) < 0.025  # measured +1.6 % (dlib's 68 points: -2.3 %)
 
 
 def test_id_metric_thresholds_find_more(mtcnn_nets):

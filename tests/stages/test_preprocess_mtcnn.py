@@ -69,14 +69,15 @@ def _label_and_crop(img, models, cfg):
 def test_official_example_label_is_as_good_as_dlibs(models, dlib_backend):
     img, ref = _fixture()
     lab, (cx, cy, side) = _label_and_crop(img, models, MTCNN)
-    assert abs(cx - 255.5) < 1.0 and abs(cy - 255.5) < 1.5 and abs(side / 512 - 1) < 0.02
+    # the crop of the TensorFlow detector's points (see test_face_mtcnn.test_official_example_crop)
+    assert abs(cx - 255.5) < 1.5 and abs(cy - 255.5) < 3.5 and abs(side / 512 - 1) < 0.025
     dlib_lab, _ = _label_and_crop(img, pp.PreprocessModels(face=dlib_backend), pp.PreprocessConfig())
     ours, theirs = (float(torch.rad2deg(camera.angle_between(x, ref))) for x in (lab, dlib_lab))
-    assert ours < 1.5 and ours <= theirs + 0.1  # measured 0.93 vs dlib's 1.14 degrees
+    assert ours < 1.5 and ours <= theirs + 0.1  # measured 1.09 vs dlib's 1.14 degrees
 
 
 def test_five_point_pose_is_the_weaker_option(mtcnn_nets):
     img, ref = _fixture()
     lab, _ = _label_and_crop(img, pp.PreprocessModels(face=lmk.MtcnnBackend(mtcnn_nets)), FIVE)
     angle = float(torch.rad2deg(camera.angle_between(lab, ref)))
-    assert 2.0 < angle < 10.0  # measured 8.3 degrees: five points leave the pitch poorly determined
+    assert 2.0 < angle < 10.0  # measured 8.6 degrees: five points leave the pitch poorly determined

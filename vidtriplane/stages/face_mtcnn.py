@@ -8,7 +8,8 @@ The steps and constants are those of the original method as the ``mtcnn`` Tensor
 (ipazc/mtcnn ``mtcnn/mtcnn.py``, used by the official preprocessing ``batch_mtcnn.py``) runs it:
 
 1. Pyramid: scales ``m * f^k`` with ``m = 12 / min_face`` and ``f = 0.709`` while the short side stays
-   >= 12 px; each level is the frame area-resized to ``ceil(H s) x ceil(W s)``.
+   >= 12 px; each level is the frame area-resized to ``ceil(H s) x ceil(W s)`` (exact area averaging
+   rounded to integers, as OpenCV's INTER_AREA on 8-bit images).
 2. P-net on every level (all frames of the batch at once); a cell at (row i, column j) with face
    probability >= ``thresholds[0]`` proposes the 12x12 window at (2j, 2i) of the level, mapped back to the
    frame with MTCNN's integer rounding. NMS 0.5 per level and frame, then ``nms_thresholds[0]`` over all
@@ -23,8 +24,8 @@ landmark backends: MTCNN's own coordinates minus half a pixel, which is also wha
 ``int()`` of the landmarks does on average. Points are ordered left eye, right eye, nose, mouth left,
 mouth right (image-left first).
 
-Known differences from the TensorFlow original, all small: the pyramid uses torch's 'area' resize
-(integer windows) instead of OpenCV's INTER_AREA; crops use exact area averaging; the weights are
+Known differences from the TensorFlow original, all small: area resizes are computed in float32 (up to
+~0.05 grey levels) and OpenCV's own INTER_AREA rounds its weights; the weights are
 facenet-pytorch's conversion of the same Caffe models (float32 rounding); the original's mirrored
 offsets when a level has exactly one candidate (a bug) are not reproduced.
 """
@@ -36,9 +37,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from vidtriplane.geometry.boxes import crop_resize, nms, regress, square, truncate
+from vidtriplane.geometry.boxes import area_resize, crop_resize, nms, regress, square, truncate
 from vidtriplane.models.mtcnn import MTCNN, ONET_SIZE, PNET_CELL, PNET_STRIDE, RNET_SIZE, normalize
 
 THRESHOLDS = (0.6, 0.7, 0.7)
@@ -52,6 +52,8 @@ ID_METRIC_THRESHOLDS = (0.15, 0.25, 0.35)
 """Thresholds of the ID-similarity metric's detector (TreB1eN's PyTorch MTCNN in ``metrics/metrics.py``,
 with NMS 0.7 at every stage and min face 20)."""
 HALF_PIXEL = 0.5  # MTCNN (pixel-edge) coordinates -> pixel-centre coordinates
+BOX_DTYPE = torch.float64  # box arithmetic in double precision, like the NumPy original: its truncations of
+# values near integers (np.fix) then agree
 
 
 @dataclass(frozen=True)
@@ -108,30 +110,32 @@ def pyramid_scales(height: int, width: int, min_face: float = MIN_FACE, factor: 
 
 
 def _empty(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    z = torch.zeros(0, device=device)
+    z = torch.zeros(0, dtype=BOX_DTYPE, device=device)
     return torch.zeros(0, dtype=torch.long, device=device), z.reshape(0, 4), z, z.reshape(0, 4)
 
 
-def _proposals(nets: MTCNN, x: torch.Tensor, scale: float, threshold: float):
+def _proposals(nets: MTCNN, level: torch.Tensor, scale: float, threshold: float):
     """P-net windows of one pyramid level: (frame [K], boxes [K, 4] edge coords, scores [K], offsets [K, 4])."""
-    height, width = x.shape[2:]
-    level = F.interpolate(x, size=(math.ceil(height * scale), math.ceil(width * scale)), mode="area")
     out = nets.pnet(normalize(level))
     n, i, j = (out.scores >= threshold).nonzero(as_tuple=True)
-    cell = torch.stack([j, i], dim=1).to(x.dtype)
+    cell = torch.stack([j, i], dim=1).to(BOX_DTYPE)
     # MTCNN: 1-based corners fix((2c + 1) / s) and fix((2c + 12) / s); edge coordinates subtract 1 from the first
     first = torch.trunc((PNET_STRIDE * cell + 1) / scale) - 1
     last = torch.trunc((PNET_STRIDE * cell + PNET_CELL) / scale)
     boxes = torch.cat([first, last], dim=1)
     scores = out.scores[n, i, j]
-    offsets = out.offsets.permute(0, 2, 3, 1)[n, i, j]
+    offsets = out.offsets.permute(0, 2, 3, 1)[n, i, j].to(BOX_DTYPE)
     keep = nms(boxes, scores, PER_LEVEL_NMS, groups=n)
     return n[keep], boxes[keep], scores[keep], offsets[keep]
 
 
 def _stage1(nets: MTCNN, x: torch.Tensor, threshold: float, nms_threshold: float, min_face: float, factor: float):
     """Pyramid + P-net -> squared, truncated candidate boxes (frame [K], boxes [K, 4])."""
-    parts = [_proposals(nets, x, s, threshold) for s in pyramid_scales(x.shape[2], x.shape[3], min_face, factor)]
+    scales = pyramid_scales(x.shape[2], x.shape[3], min_face, factor)
+    sizes = [(math.ceil(x.shape[2] * s), math.ceil(x.shape[3] * s)) for s in scales]
+    # the original resizes 8-bit images with OpenCV, which rounds the levels to integers
+    levels = (level.round() for level in area_resize(x, sizes))
+    parts = [_proposals(nets, level, s, threshold) for s, level in zip(scales, levels)]
     parts = [p for p in parts if len(p[0])] or [_empty(x.device)]
     frame, boxes, scores, offsets = (torch.cat(t) for t in zip(*parts))
     keep = nms(boxes, scores, nms_threshold, groups=frame)
@@ -145,7 +149,7 @@ def _stage2(nets: MTCNN, x: torch.Tensor, frame: torch.Tensor, boxes: torch.Tens
     """R-net on 24x24 crops -> refined squared boxes."""
     out = nets.rnet(normalize(crop_resize(x, frame, boxes, RNET_SIZE)))
     ok = out.scores > threshold
-    frame, boxes, scores, offsets = frame[ok], boxes[ok], out.scores[ok], out.offsets[ok]
+    frame, boxes, scores, offsets = frame[ok], boxes[ok], out.scores[ok], out.offsets[ok].to(BOX_DTYPE)
     keep = nms(boxes, scores, nms_threshold, groups=frame)
     return frame[keep], square(regress(boxes[keep], offsets[keep]))
 
@@ -154,8 +158,8 @@ def _onet(nets: MTCNN, x: torch.Tensor, frame: torch.Tensor, boxes: torch.Tensor
     """O-net on 48x48 crops of ``boxes`` (edge coords): (regressed boxes, scores, points [K, 5, 2])."""
     out = nets.onet(normalize(crop_resize(x, frame, boxes, ONET_SIZE)))
     size = (boxes[:, 2:] - boxes[:, :2])[:, None, :]
-    points = boxes[:, None, :2] + out.points.reshape(-1, 2, 5).transpose(1, 2) * size
-    return regress(boxes, out.offsets), out.scores, points
+    points = boxes[:, None, :2] + out.points.to(BOX_DTYPE).reshape(-1, 2, 5).transpose(1, 2) * size
+    return regress(boxes, out.offsets.to(BOX_DTYPE)), out.scores, points
 
 
 @torch.no_grad()
@@ -172,7 +176,7 @@ def detect(nets: MTCNN, images: np.ndarray | torch.Tensor, *, thresholds: Sequen
     if len(frame):
         frame, boxes = _stage2(nets, x, frame, boxes, t_r, nms_thresholds[1])
     # 4. O-net: score, landmarks, final boxes
-    scores, points = boxes.new_zeros(0), boxes.new_zeros(0, 5, 2)
+    scores, points = boxes.new_zeros(0, dtype=torch.float32), boxes.new_zeros(0, 5, 2)
     if len(frame):
         boxes, scores, points = _onet(nets, x, frame, truncate(boxes))
         ok = scores > t_o
@@ -182,7 +186,7 @@ def detect(nets: MTCNN, images: np.ndarray | torch.Tensor, *, thresholds: Sequen
     out = []
     for n in range(x.shape[0]):
         sel = frame == n
-        out.append(Detections(boxes[sel] - HALF_PIXEL, scores[sel], points[sel] - HALF_PIXEL))
+        out.append(Detections((boxes[sel] - HALF_PIXEL).float(), scores[sel], (points[sel] - HALF_PIXEL).float()))
     return out
 
 
@@ -197,9 +201,9 @@ def refine(nets: MTCNN, images: np.ndarray | torch.Tensor, boxes: torch.Tensor, 
     Boxes are in the pixel-centre coordinates of :class:`Detections`.
     """
     x = as_images(images).to(next(nets.parameters()).device)
-    b = boxes.to(x.device, torch.float32) + HALF_PIXEL
+    b = boxes.to(x.device, BOX_DTYPE) + HALF_PIXEL
     frame = torch.arange(len(b), device=x.device) if frame is None else frame.to(x.device)
     scores, points = b[:, 0], b[:, None, :2]
     for _ in range(max(1, passes)):
         b, scores, points = _onet(nets, x, frame, truncate(square(b)))
-    return Detections(b - HALF_PIXEL, scores, points - HALF_PIXEL)
+    return Detections((b - HALF_PIXEL).float(), scores, (points - HALF_PIXEL).float())
