@@ -1,4 +1,6 @@
 """The MTCNN landmark backend for video: face choice rules, scene cuts, detector/tracker hand-over."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -137,6 +139,31 @@ def test_a_larger_second_face_does_not_steal_the_track(backend):
     assert (pts[:, 2, 0] < 400).all()  # still the first face
     fresh, _, _ = _run(frames[2:3], backend, cfg, 1)
     assert fresh[0, 2, 0] > 400  # without a track, the largest face is chosen
+
+
+def test_official_points_are_truncated_like_batch_mtcnn(backend):
+    img = astronaut()
+    exact, _ = lmk.detect_batch(img[None], lmk.LandmarkState(), backend, lmk.LandmarkConfig(backend="mtcnn"))
+    cfg = lmk.LandmarkConfig(backend="mtcnn", mtcnn=lmk.MtcnnConfig(official_points=True))
+    whole, _ = lmk.detect_batch(img[None], lmk.LandmarkState(), backend, cfg)
+    # MTCNN's own coordinates are ours + 0.5; the official landmark files hold their int()
+    np.testing.assert_array_equal(whole.points, np.trunc(exact.points + 0.5))
+    assert np.abs(whole.points - exact.points).max() <= 0.5 + 1e-4
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(mtcnn_nets):
+    clip = moving_clip(4)
+    cpu = face_mtcnn.detect(mtcnn_nets, clip)
+    cuda_nets = copy.deepcopy(mtcnn_nets).cuda()
+    gpu = face_mtcnn.detect(cuda_nets, torch.from_numpy(clip).cuda())
+    for a, b in zip(cpu, gpu):
+        assert b.points.is_cuda and len(a) == len(b)
+        torch.testing.assert_close(b.points.cpu(), a.points, atol=0.05, rtol=0)
+    cfg = lmk.LandmarkConfig(backend="mtcnn")
+    pc, _, _ = mtcnn_track.track_batch(clip, lmk.LandmarkState(), mtcnn_nets, cfg)
+    pg, _, _ = mtcnn_track.track_batch(clip, lmk.LandmarkState(), cuda_nets, cfg)
+    np.testing.assert_allclose(pg, pc, atol=0.05)
 
 
 def test_pose_landmarks_from_the_five_points(backend):

@@ -52,6 +52,9 @@ class MtcnnConfig:
     """Mean absolute difference (0..1) of consecutive 16x16 RGB thumbnails above which a frame is a scene
     cut: the tracked face is dropped and the frame detected afresh. (Measured: a fast-moving face or a
     20 px/frame pan 0.07, +20 % brightness 0.08, cuts between different shots 0.2-0.3.)"""
+    official_points: bool = False
+    """Truncate the five points to whole pixels as ``batch_mtcnn.py`` does (``int()`` of MTCNN's
+    coordinates): dataset parity together with ``align.official_rounding``. Off: sub-pixel points."""
     pose_points: Literal["dlib68", "five"] = "dlib68"
     """Landmarks for the head pose: 'dlib68' = dlib's 68-point predictor run in a box placed from the five
     points (needs dlib, like the default backend; the crop still comes from the five points), 'five' = PnP
@@ -339,6 +342,8 @@ def detect_batch(
         from vidtriplane.stages import mtcnn_track
 
         points, conf, state = mtcnn_track.track_batch(frames, state, backend.nets, cfg)
+        if cfg.mtcnn.official_points:
+            points = np.floor(points + 0.5)  # int() of MTCNN's pixel-edge coordinates (all positive)
         pose_points = None
         if backend.pose_model is not None:
             pose_points = mtcnn_track.pose_landmarks(frames, points, backend.pose_model)

@@ -14,7 +14,6 @@ Accepted sources (``vidtriplane weights import mtcnn SOURCE``):
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -100,11 +99,6 @@ def save(state: dict[str, Any], dest: Path) -> None:
     """Write the combined state_dict with ``torch.save`` through a temp file + rename."""
     import torch
 
-    from vidtriplane.weights.store import temp_path_beside
+    from vidtriplane.weights.store import atomic_write
 
-    tmp = temp_path_beside(dest)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(dest, lambda tmp: torch.save(state, tmp))

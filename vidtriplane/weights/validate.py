@@ -138,14 +138,7 @@ def expected_shapes(kind: str, *, variant: str = "pixelshuffle",
     exp = expectations or model_shapes
     if kind in ("triplanenet-v1", "triplanenet-v2"):
         encoder = "triplanenet_encoder" if kind == "triplanenet-v1" else f"triplanenet_v2_encoder_{variant}"
-        parts = {"psp_encoder.": "psp_encoder", "triplanenet_encoder.": encoder, "decoder.": "eg3d_G"}
-        out: dict[str, Shape] = {}
-        for prefix, part in parts.items():
-            shapes = exp(part)
-            if shapes is None:
-                return None
-            out.update({prefix + k: tuple(v) for k, v in shapes.items()})
-        return out
+        return _prefixed({"psp_encoder.": "psp_encoder", "triplanenet_encoder.": encoder, "decoder.": "eg3d_G"}, exp)
     if kind in ("eg3d-pth", "eg3d-pkl"):
         shapes = exp("eg3d_G")
         return None if shapes is None else {k: tuple(v) for k, v in shapes.items()}
@@ -154,14 +147,19 @@ def expected_shapes(kind: str, *, variant: str = "pixelshuffle",
     if kind == "lpips-linear":
         return dict(LPIPS_ALEX_SHAPES)
     if kind == "mtcnn":
-        out = {}
-        for prefix, part in MTCNN_PARTS.items():
-            shapes = exp(part)
-            if shapes is None:
-                return None
-            out.update({prefix + k: tuple(v) for k, v in shapes.items()})
-        return out
+        return _prefixed(MTCNN_PARTS, exp)
     return None
+
+
+def _prefixed(parts: Mapping[str, str], exp: Expectations) -> dict[str, Shape] | None:
+    """The expected shapes of several parts joined under their key prefixes; None if one is unknown."""
+    out: dict[str, Shape] = {}
+    for prefix, part in parts.items():
+        shapes = exp(part)
+        if shapes is None:
+            return None
+        out.update({prefix + k: tuple(v) for k, v in shapes.items()})
+    return out
 
 
 def shapes_of(state: Mapping[str, Any]) -> dict[str, Shape]:
