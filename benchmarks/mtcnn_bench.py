@@ -7,8 +7,9 @@ The clip is scikit-image's astronaut (a real, public-domain face) drifting, zoom
 over the canvas with the face about 1/3 of the frame height (``preprocess_bench.clip``). Columns:
 
 * ``detect``: the full cascade (pyramid + P/R/O-net) on every frame, ``batch`` frames per call;
-* ``tracked``: :func:`~vidtriplane.stages.mtcnn_track.track_batch` on a face already being tracked (two
-  O-net passes per frame, no key frames), ``batch`` frames per call;
+* ``tracked``: :func:`~vidtriplane.stages.mtcnn_track.track_batch` through the clip on a face already
+  being tracked (two O-net passes per frame, no key frames), ``batch`` frames per call; ``full`` counts
+  the full detections it fell back to (0 when tracking holds);
 * ``pose68``: dlib's 68-point predictor in the box placed from the five points (the default pose points
   of the mtcnn backend), ms per frame.
 
@@ -18,6 +19,7 @@ wheel itself.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,27 +57,46 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def per_second(fn, batches: list[np.ndarray], device: str) -> float:
-    """Frames per second of ``fn(batch)`` over ``batches`` (after one warm-up call)."""
+def per_second(fn, batches: list[np.ndarray], device: str, reset=None) -> tuple[float, float]:
+    """(frames per second, CPU milliseconds per frame) of ``fn(batch)`` over ``batches`` (after one warm-up
+    call and ``reset()``). CPU time counts every thread; it is the steadier number on a shared machine."""
     fn(batches[0])
+    if reset is not None:
+        reset()
     sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for b in batches:
         fn(b)
     sync(device)
-    return sum(len(b) for b in batches) / (time.perf_counter() - start)
+    frames = sum(len(b) for b in batches)
+    return frames / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / frames
 
 
 def bench(nets, frames: np.ndarray, batch: int, min_face: float, device: str) -> dict:
-    batches = [frames[s:s + batch] for s in range(0, len(frames) - batch + 1, batch)]
+    batches = [frames[s:s + batch] for s in range(1, len(frames) - batch + 1, batch)]
     detect = per_second(lambda b: face_mtcnn.detect(nets, b, min_face=min_face), batches, device)
     cfg = lmk.LandmarkConfig(backend="mtcnn", mtcnn=lmk.MtcnnConfig(min_face=min_face))
     _, _, primed = mtcnn_track.track_batch(frames[:1], lmk.LandmarkState(), nets, cfg)
     assert primed.tracking, "no face in the first frame"
-    tracked = per_second(lambda b: mtcnn_track.track_batch(b, primed, nets, cfg), batches, device)
-    return {"detect": detect, "tracked": tracked}
+    state = {"now": primed, "detections": 0}
+    full = face_mtcnn.detect
 
+    def counting(*args, **kwargs):  # tracking should not fall back to full detection here
+        state["detections"] += 1
+        return full(*args, **kwargs)
 
+    def track(b: np.ndarray) -> None:
+        _, _, state["now"] = mtcnn_track.track_batch(b, state["now"], nets, cfg)
+
+    def reset() -> None:
+        state.update(now=primed, detections=0)
+
+    face_mtcnn.detect = counting
+    try:
+        tracked = per_second(track, batches, device, reset)
+    finally:
+        face_mtcnn.detect = full
+    return {"detect": detect, "tracked": tracked, "fallbacks": state["detections"]}
 def pose68_ms(frames: np.ndarray, nets) -> float:
     try:
         dlib_backend = lmk.load_backend()
@@ -91,15 +112,19 @@ def pose68_ms(frames: np.ndarray, nets) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--frames", type=int, default=16, help="frames per measurement (a multiple of 8)")
+    parser.add_argument("--frames", type=int, default=17, help="clip length: frame 0 primes the tracker, "
+                        "the next frames (a multiple of 8) are timed")
     parser.add_argument("--min-face", type=float, nargs="+", default=[20.0, 40.0])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--wheel", help="facenet-pytorch wheel to read the weights from (instead of the cache)")
     args = parser.parse_args()
     nets = load_nets(args.wheel, args.device)
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, {args.frames} frames per cell")
-    print("| size | min face | batch | detect (frames/s) | tracked (frames/s) |")
-    print("|---|---|---|---|---|")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}, {args.frames} frames per cell, "
+          f"load average {load:.1f} on {os.cpu_count()} CPUs")
+    print("| size | min face | batch | detect frames/s | detect CPU ms/frame | tracked frames/s "
+          "| tracked CPU ms/frame | full |")
+    print("|---|---|---|---|---|---|---|---|")
     pose_ms = {}
     with torch.no_grad():
         for name, size in SIZES.items():
@@ -108,7 +133,9 @@ def main() -> None:
             for min_face in args.min_face:
                 for batch in args.batch:
                     r = bench(nets, frames, batch, min_face, args.device)
-                    print(f"| {name} | {min_face:g} | {batch} | {r['detect']:.2f} | {r['tracked']:.1f} |", flush=True)
+                    (dfps, dcpu), (tfps, tcpu) = r["detect"], r["tracked"]
+                    print(f"| {name} | {min_face:g} | {batch} | {dfps:.2f} | {dcpu:.0f} | {tfps:.1f} | {tcpu:.0f} "
+                          f"| {r['fallbacks']} |", flush=True)
     for name, ms in pose_ms.items():
         print(f"pose68 (dlib 68 points in the MTCNN box) at {name}: {ms:.1f} ms/frame")
 
