@@ -9,6 +9,7 @@ from tests.conftest import shared_path
 from tests.stages.face_media import batch_of, moving_clip
 from tests.weights.conftest import cache  # noqa: F401 - fixture
 from vidtriplane.config.preprocess import LandmarkConfig, MtcnnConfig, PreprocessConfig, SmoothConfig
+from vidtriplane.errors import VidtriplaneError
 from vidtriplane.geometry import camera
 from vidtriplane.geometry.warp import transform_points
 from vidtriplane.stages import landmarks as lmk
@@ -96,6 +97,28 @@ def test_load_backend_reads_the_stored_weights_on_the_device(cache, mtcnn_wheel,
     assert isinstance(five, lmk.MtcnnBackend) and five.pose_model is None and five.device == torch.device("cpu")
     found, _ = lmk.detect_batch(moving_clip(1), lmk.LandmarkState(), five, FIVE.landmarks)
     assert found.points.shape == (1, 5, 2) and float(found.confidence[0]) > 0.99 and found.pose_points is None
+    with pytest.raises(VidtriplaneError, match="landmarks.device='tpu' is not a device"):
+        lmk.load_backend(LandmarkConfig(backend="mtcnn", device="tpu", mtcnn=FIVE.landmarks.mtcnn))
     pytest.importorskip("dlib")
     assert isinstance(lmk.load_backend(MTCNN.landmarks, device="cpu").pose_model, lmk.DlibBackend)
 
+
+@pytest.mark.parametrize("landmark_device,run_device,matting_device,want", [
+    ("auto", None, "auto", ("auto", "auto")),     # preprocess without --device: CUDA when available
+    ("cpu", None, "auto", ("cpu", "cpu")),        # --device cpu reaches the matting network too
+    ("auto", "cpu", "auto", ("cpu", "cpu")),      # render --device cpu: the run's device
+    ("cuda:1", "cpu", "auto", ("cuda:1", "cuda:1")),  # an explicit landmarks.device wins over the run's
+    ("cpu", None, "cuda", ("cpu", "cuda")),       # an explicit matting.device is kept
+])
+def test_load_models_places_the_detector_and_the_matting_network(monkeypatch, landmark_device, run_device,
+                                                                  matting_device, want):
+    from vidtriplane.config.preprocess import MattingConfig
+    from vidtriplane.stages import matting_backends
+
+    seen = {}
+    monkeypatch.setattr(lmk, "load_backend", lambda cfg, *, device=None: seen.setdefault("face", device))
+    monkeypatch.setattr(matting_backends, "load_runner", lambda cfg: seen.setdefault("matting", cfg.device))
+    cfg = PreprocessConfig(landmarks=LandmarkConfig(backend="mtcnn", device=landmark_device),
+                           matting=MattingConfig(enabled=True, device=matting_device))
+    models = pp.load_models(cfg, device=run_device)
+    assert (models.face, models.matting) == want == (seen["face"], seen["matting"])

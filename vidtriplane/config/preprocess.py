@@ -85,7 +85,10 @@ class LandmarkConfig:
     to about 45 degrees of yaw); 'dlib-cnn' = dlib's MMOD CNN detector + 68 points (finds turned and
     partly hidden faces; seconds per whole-frame detection on a CPU, so only for hard clips); 'mtcnn' = the
     official preprocessing's detector with its five points (weights: ``vidtriplane weights fetch mtcnn``;
-    runs on the GPU when there is one, batched, tracking with its O-net instead of optical flow)."""
+    runs on ``device``, batched, tracking with its O-net instead of optical flow)."""
+    device: str = "auto"
+    """Where the mtcnn backend runs: auto (CUDA when available), cpu, cuda, cuda:1 (``--device``); also the
+    matting network's device when ``matting.device`` is auto. The dlib backends always run on the CPU."""
     detect_max_side: int = 960
     """dlib: whole-frame detection runs on the frame downscaled to at most this many pixels on its long side.
     The HOG detector finds faces of about 80 px and up at that scale; raise it (or ``upsample``) for tiny faces."""
@@ -255,9 +258,11 @@ class PreprocessConfig:
 
     def geometry_settings(self) -> dict[str, Any]:
         """The settings that decide landmarks, crops and labels (the pose cache key). Excluded: matting,
-        and the MTCNN settings unless the backend is mtcnn (so entries made before they existed still hit)."""
+        ``landmarks.device``, and the MTCNN settings unless the backend is mtcnn (so entries made before
+        those keys existed still hit)."""
         data = to_mapping(self)
         data.pop("matting")
+        data["landmarks"].pop("device")
         if self.landmarks.backend != "mtcnn":
             data["landmarks"].pop("mtcnn")
         return data

@@ -140,16 +140,14 @@ AnyBackend = Union[FaceBackend, MtcnnBackend]
 
 def load_mtcnn_backend(device: Optional[str] = None, *, offline: Optional[bool] = None,
                        pose_model: Optional[FaceBackend] = None) -> MtcnnBackend:
-    """MTCNN from the weight store (downloaded on first use unless offline) on ``device`` (default: CUDA
-    when available). A missing file in offline mode raises ``WeightsMissing`` with the import command."""
-    import torch
-
+    """MTCNN from the weight store (downloaded on first use unless offline) on ``device`` (None or 'auto':
+    CUDA when available). A missing file in offline mode raises ``WeightsMissing`` with the import command."""
     from vidtriplane.checkpoints import load_mtcnn
+    from vidtriplane.devices import resolve_device
     from vidtriplane.weights import resolve
 
-    nets = load_mtcnn(resolve("mtcnn", offline=offline))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return MtcnnBackend(nets.to(device), pose_model)
+    target = resolve_device(device or "auto", what="landmarks.device")
+    return MtcnnBackend(load_mtcnn(resolve("mtcnn", offline=offline)).to(target), pose_model)
 
 
 def _dlib_predictor(cfg: LandmarkConfig, hint: str = ""):
@@ -166,13 +164,14 @@ def _dlib_predictor(cfg: LandmarkConfig, hint: str = ""):
 
 
 def load_backend(cfg: LandmarkConfig = LandmarkConfig(), *, device: Optional[str] = None) -> AnyBackend:
-    """Build the configured backend (reads the model files once); ``device`` is for MTCNN only."""
+    """Build the configured backend (reads the model files once). ``device`` (MTCNN only) replaces
+    ``cfg.device``; the dlib backends run on the CPU."""
     if cfg.backend == "mtcnn":
         pose_model = None
         if cfg.mtcnn.pose_points == "dlib68":
             hint = " (or set landmarks.mtcnn.pose_points: five)"
             pose_model = DlibBackend(_dlib_predictor(cfg, hint), detector=None)
-        return load_mtcnn_backend(device, pose_model=pose_model)
+        return load_mtcnn_backend(device or cfg.device, pose_model=pose_model)
     if cfg.backend not in ("dlib", "dlib-cnn"):
         raise ValueError(f"unknown landmark backend {cfg.backend!r}; available: dlib, dlib-cnn, mtcnn")
     predictor = _dlib_predictor(cfg)

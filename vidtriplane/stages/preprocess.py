@@ -47,12 +47,22 @@ class PreprocessModels:
     matting: Any = None
 
 
-def load_models(cfg: PreprocessConfig, *, geometry: bool = True) -> PreprocessModels:
-    """Load what ``cfg`` needs (``geometry=False`` skips the face model, e.g. when the pose cache hits)."""
+def load_models(cfg: PreprocessConfig, *, geometry: bool = True, device: Optional[str] = None) -> PreprocessModels:
+    """Load what ``cfg`` needs (``geometry=False`` skips the face model, e.g. when the pose cache hits).
+
+    ``device`` is what ``landmarks.device: auto`` means here (the render run's device; None: CUDA when
+    available); a matting network with ``matting.device: auto`` runs on the landmark device too.
+    """
     from vidtriplane.stages import matting_backends
 
-    face = landmarks.load_backend(cfg.landmarks) if geometry else None
-    runner = matting_backends.load_runner(cfg.matting) if cfg.matting.enabled else None
+    face_device = cfg.landmarks.device if cfg.landmarks.device != "auto" else (device or "auto")
+    face = landmarks.load_backend(cfg.landmarks, device=face_device) if geometry else None
+    runner = None
+    if cfg.matting.enabled:
+        matting_cfg = cfg.matting
+        if matting_cfg.device == "auto" and face_device != "auto":
+            matting_cfg = replace(matting_cfg, device=face_device)
+        runner = matting_backends.load_runner(matting_cfg)
     return PreprocessModels(face=face, matting=runner)
 
 
