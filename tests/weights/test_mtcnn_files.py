@@ -141,6 +141,16 @@ def test_cli_import(cache, tmp_path):
     assert_stored(nets)
     again = CliRunner().invoke(main, ["weights", "import", "mtcnn", str(wheel)], catch_exceptions=False)
     assert again.exit_code == 1 and "--force" in again.output
+    # a folder with the three unpacked files
+    other = random_nets(4)
+    folder = write_pt(tmp_path / "data", other)
+    result = CliRunner().invoke(main, ["weights", "import", "--force", "mtcnn", str(folder)], catch_exceptions=False)
+    assert result.exit_code == 0 and "50 tensors (from files), stored as mtcnn.pt" in result.output
+    assert_stored(other)
+    # other entries still take files only
+    result = CliRunner().invoke(main, ["weights", "import", "lpips-alex-v0.1", str(folder)])
+    assert result.exit_code == 1 and f"{folder} does not exist or is not a file" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_the_real_wheel(cache, mtcnn_wheel):

@@ -5,11 +5,11 @@ plain state_dicts in ``facenet_pytorch/data/pnet.pt``, ``rnet.pt`` and ``onet.pt
 wheel is installed or executed: its zip members are read by the one loader
 (:func:`vidtriplane.weights.loader.load_torch`, ``weights_only``).
 
-Accepted sources (``vidtriplane weights import mtcnn SOURCE``):
+Accepted sources (``vidtriplane weights import mtcnn SOURCE``, a file or a folder):
 
 * the wheel (``facenet_pytorch-2.6.0-py3-none-any.whl``, or any zip holding ``.../data/pnet.pt`` etc.);
 * one of the three unpacked ``.pt`` files (the other two are read from the same folder);
-* a folder holding the three files (through the Python API; the CLI takes files);
+* a folder holding the three files;
 * the converted ``mtcnn.pt`` of another cache (keys ``pnet.*``, ``rnet.*``, ``onet.*``).
 """
 from __future__ import annotations

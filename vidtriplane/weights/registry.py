@@ -239,7 +239,7 @@ REGISTRY: dict[str, WeightEntry] = {
                 "The PyPI wheel holds the three networks in facenet_pytorch/data/ (nothing from it is installed): "
                 "pip download --no-deps facenet-pytorch==2.6.0 -d /tmp/w, then import /tmp/w/"
                 "facenet_pytorch-2.6.0-py3-none-any.whl. Its unpacked pnet.pt, rnet.pt or onet.pt works too "
-                "(name any one of the three; the other two are read from the same folder)"
+                "(name the folder that holds the three, or any one of them)"
             ),
             extra={"members": {
                 "pnet": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
