@@ -157,12 +157,12 @@ def stage_times(frames: np.ndarray, backend, repeat: int) -> dict:
     models = pp.PreprocessModels(face=backend)
 
     def track(lcfg):
-        lms, _, steps, _ = pp.track(batch, landmarks.LandmarkState(), models, PreprocessConfig(landmarks=lcfg))
-        return lms, steps
+        found, _ = pp.track(batch, landmarks.LandmarkState(), models, PreprocessConfig(landmarks=lcfg))
+        return found.points, found.steps
 
     timed("landmarks_detector_every_frame", n, track, LandmarkConfig(flow=FlowConfig(enabled=False)))
     lms, steps = timed("landmarks_flow_tracking", n, track, LandmarkConfig())
-    t["flow_frames"] = steps["flow"]
+    t["flow_frames"] = steps.count("flow")
     found = np.isfinite(lms).all(axis=(1, 2))
     h = frames.shape[1]
     params = timed("crop_pos", n, align.crop_params, lms, h, cfg.align)
@@ -249,7 +249,7 @@ def matting_part(n: int, repeat: int) -> dict:
 
     frames, _ = talking_head((1280, 720), n)
     lms = pp.track(as_batch(frames), landmarks.LandmarkState(), pp.PreprocessModels(face=landmarks.load_backend()),
-                   PreprocessConfig())[0]
+                   PreprocessConfig())[0].points
     crops = align.warp_crops(frames, align.crop_matrices(align.crop_params(lms, 720)))
     session = matting.load_session(MattingConfig())
     source = mb.model_source(session)
@@ -320,7 +320,7 @@ def steadiness_part(n: int, noise_px: float) -> dict:
     cfg = PreprocessConfig()
     size = (1280, 720)
     frames, mats = talking_head(size, n, jump=n // 2)
-    lms = pp.track(as_batch(frames), landmarks.LandmarkState(), pp.PreprocessModels(face=backend), cfg)[0]
+    lms = pp.track(as_batch(frames), landmarks.LandmarkState(), pp.PreprocessModels(face=backend), cfg)[0].points
     lms = lms.astype(np.float64)
     # ground truth: the first frame's landmarks carried along by the known image motion
     ref = np.einsum("ij,pj->pi", np.linalg.inv(np.vstack([mats[0], [0, 0, 1]]))[:2, :2], lms[0]) + \

@@ -169,6 +169,38 @@ def test_save_refuses_what_load_would_reject(tmp_path, changes, match):
 def test_schema_matches_the_preprocess_stage():
     preprocess = pytest.importorskip("vidtriplane.stages.preprocess")
     assert set(cache.GEOMETRY) == set(preprocess.GEOMETRY_FIELDS)
+    assert set(cache.OPTIONAL_GEOMETRY) == set(preprocess.OPTIONAL_GEOMETRY_FIELDS)
+
+
+def _mtcnn_arrays(n=4):
+    """What the MTCNN backend stores: five points for the crop, dlib's 68 for the pose (NaN without a face)."""
+    arrays = _arrays(n)
+    five = arrays["landmarks"][:, :5].copy()
+    return {**arrays, "landmarks": five, "pose_landmarks": _arrays(n, seed=2)["landmarks"]}
+
+
+def test_mtcnn_entry_roundtrip(tmp_path):
+    store = cache.PoseCache(tmp_path)
+    store.save("h", {}, _mtcnn_arrays())
+    got = store.load("h", {})
+    _assert_same(got, _mtcnn_arrays())
+    assert got["landmarks"].shape == (4, 5, 2) and got["pose_landmarks"].shape == (4, 68, 2)
+    five_only = {k: v for k, v in _mtcnn_arrays().items() if k != "pose_landmarks"}  # pose_points: five
+    store.save("f", {}, five_only)
+    _assert_same(store.load("f", {}), five_only)
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"pose_landmarks": np.zeros((4, 5, 2), np.float32)},
+     r"'pose_landmarks' has shape \[4, 5, 2\], expected \[4, 68, 2\]"),
+    ({"pose_landmarks": np.full((4, 68, 2), np.inf, np.float32)}, "'pose_landmarks' holds 544 non-finite"),
+    ({"landmarks": np.zeros((4, 6, 2), np.float32)}, r"expected \[4, 68, 2\] or \[4, 5, 2\]"),
+    ({"pose_landmarks": np.zeros((3, 68, 2), np.float32)}, r"'pose_landmarks' has shape \[3, 68, 2\]"),
+])
+def test_optional_fields_are_checked_when_present(tmp_path, changes, match):
+    with pytest.raises(ValueError, match=match):
+        cache.PoseCache(tmp_path).save("h", {}, {**_mtcnn_arrays(), **changes})
+    assert not list(tmp_path.iterdir())
 
 
 def test_default_dir_from_environment(monkeypatch, tmp_path):

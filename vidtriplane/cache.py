@@ -1,7 +1,8 @@
 """Pose cache: per-frame preprocessing geometry stored once, reused by later runs on the same input.
 
 An entry is ``<key>.npz`` (the per-frame arrays: landmarks, crop matrices, labels, confidences,
-face-found / held / fallback flags) plus ``<key>.json`` (input hash, settings, frame count, version).
+face-found / held / fallback flags; with the MTCNN backend five-point landmarks and dlib's 68 pose points)
+plus ``<key>.json`` (input hash, settings, frame count, version).
 The key hashes the input's *content* and the geometry settings, so renaming a file still hits, and
 changing the video or any landmark / crop / pose / smoothing setting misses (a stale entry is never
 read: the JSON is checked against both on load). Re-rendering another view of the same video therefore
@@ -44,11 +45,14 @@ class FieldSpec:
     """``float32`` or ``bool``; float arrays of another width are converted, other kinds are rejected."""
     finite: bool
     """Every value must be finite (no NaN/inf); False allows NaN (but not inf), e.g. landmarks of no face."""
+    also: tuple[tuple[int, ...], ...] = ()
+    """Other accepted shapes after the frame axis."""
 
 
 #: the per-frame geometry a pose cache entry holds (the fields of ``stages.preprocess.geometry``)
 GEOMETRY: dict[str, FieldSpec] = {
-    "landmarks": FieldSpec((68, 2), "float32", finite=False),  # NaN where no face was found
+    # 68 dlib points or MTCNN's 5; NaN where no face was found
+    "landmarks": FieldSpec((68, 2), "float32", finite=False, also=((5, 2),)),
     "face_found": FieldSpec((), "bool", finite=True),
     "held": FieldSpec((), "bool", finite=True),
     "confidence": FieldSpec((), "float32", finite=True),
@@ -56,26 +60,35 @@ GEOMETRY: dict[str, FieldSpec] = {
     "labels": FieldSpec((25,), "float32", finite=True),
     "fallback": FieldSpec((), "bool", finite=True),
 }
+#: fields an entry holds only with some settings: dlib's 68 points for the pose of the MTCNN backend
+OPTIONAL_GEOMETRY: dict[str, FieldSpec] = {
+    "pose_landmarks": FieldSpec((68, 2), "float32", finite=False),
+}
 
 
 def check_geometry(arrays: Mapping[str, Any], n_frames: Optional[int] = None,
-                   schema: Mapping[str, FieldSpec] = GEOMETRY) -> dict[str, np.ndarray]:
+                   schema: Mapping[str, FieldSpec] = GEOMETRY,
+                   optional: Mapping[str, FieldSpec] = OPTIONAL_GEOMETRY) -> dict[str, np.ndarray]:
     """The arrays in their canonical dtypes, or ValueError naming the first field that is wrong.
 
-    Checks: exactly the fields of ``schema``; ``[n_frames, *trailing]`` shapes (``n_frames`` defaults to
-    the first field's length, and must be at least 1); the dtype kind; finite values.
+    Checks: every field of ``schema``, those of ``optional`` that are there, no others; ``[n_frames,
+    *trailing]`` shapes (or one of ``also``; ``n_frames`` defaults to the first field's length, and must be
+    at least 1); the dtype kind; finite values.
     """
-    if set(arrays) != set(schema):
-        missing, extra = sorted(set(schema) - set(arrays)), sorted(set(arrays) - set(schema))
+    missing = sorted(set(schema) - set(arrays))
+    extra = sorted(set(arrays) - set(schema) - set(optional))
+    if missing or extra:
         raise ValueError(f"fields differ from the expected ones (missing {missing}, unexpected {extra})")
+    specs = {**schema, **{k: v for k, v in optional.items() if k in arrays}}
     out: dict[str, np.ndarray] = {}
-    for name, spec in schema.items():
+    for name, spec in specs.items():
         value = np.asarray(arrays[name])
         if n_frames is None:
             n_frames = len(value) if value.ndim else 0
-        want = (n_frames, *spec.trailing)
-        if value.shape != want or n_frames < 1:
-            raise ValueError(f"field {name!r} has shape {list(value.shape)}, expected {list(want)} (one row per frame)")
+        wants = [(n_frames, *trailing) for trailing in (spec.trailing, *spec.also)]
+        if value.shape not in wants or n_frames < 1:
+            shown = " or ".join(str(list(w)) for w in wants)
+            raise ValueError(f"field {name!r} has shape {list(value.shape)}, expected {shown} (one row per frame)")
         if value.dtype.kind != np.dtype(spec.dtype).kind:
             raise ValueError(f"field {name!r} is {value.dtype}, expected {spec.dtype}")
         value = value.astype(spec.dtype, copy=False)
@@ -149,7 +162,8 @@ class PoseCache:
     def save(
         self, input_hash: str, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray], **info: Any
     ) -> Path:
-        """Store per-frame arrays (the fields of :data:`GEOMETRY`, one row per frame); returns the .npz path."""
+        """Store per-frame arrays (the fields of :data:`GEOMETRY` and any of :data:`OPTIONAL_GEOMETRY`, one row
+        per frame); returns the .npz path."""
         try:
             arrays = check_geometry(arrays)
         except ValueError as exc:

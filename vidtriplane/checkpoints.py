@@ -20,6 +20,8 @@
   or NVIDIA's ``.pkl`` converted by ``vidtriplane weights import`` (safetensors + JSON).
 * Loss/metric networks: torchvision's AlexNet + LPIPS ``alex.pth`` (:func:`load_lpips`), the ArcFace
   IR-SE-50 / CurricularFace IR-101 state_dicts (:func:`load_face_embedder`); all loaded strictly.
+* MTCNN ``mtcnn.pt`` (written by ``vidtriplane weights import mtcnn`` from facenet-pytorch's ``pnet.pt``,
+  ``rnet.pt``, ``onet.pt``): one state_dict, keys prefixed ``pnet.``, ``rnet.``, ``onet.`` (:func:`load_mtcnn`).
 
 Torch files are opened by :func:`vidtriplane.weights.loader.load_torch` (``weights_only``, nothing
 executed) and checked by :func:`vidtriplane.models.state.check_state_dict`. Models never read files.
@@ -40,6 +42,7 @@ from vidtriplane.models.arcface import FaceEmbedder, FaceEmbedderConfig
 from vidtriplane.models.eg3d import EG3DConfig, EG3DGenerator
 from vidtriplane.models.encoders import PSPConfig, TriPlaneEncoderConfig
 from vidtriplane.models.lpips import LPIPS
+from vidtriplane.models.mtcnn import MTCNN
 from vidtriplane.models.state import StateDictMismatch, check_state_dict, load_strict
 from vidtriplane.models.triplanenet import TriPlaneNet, TriPlaneNetConfig, TriPlaneNetV2
 from vidtriplane.weights.loader import CheckpointError, read_torch_file
@@ -299,6 +302,14 @@ def load_face_embedder(path: PathLike, config: FaceEmbedderConfig = FaceEmbedder
     return model.eval().requires_grad_(False)
 
 
+def load_mtcnn(path: PathLike) -> MTCNN:
+    """The cached MTCNN file (one state_dict: ``pnet.*``, ``rnet.*``, ``onet.*``) -> the three networks,
+    strict, frozen, in eval mode, on the CPU."""
+    sd = tensor_dict(read_torch_file(path, kind="MTCNN"), f"{path}: the MTCNN file")
+    model = MTCNN()
+    load_strict(model, sd, what=f"MTCNN P/R/O-net {path}")
+    return model.eval().requires_grad_(False)
+
 
 # ---------------------------------------------------------------------------------------------------
 # Converted NVIDIA pickles: safetensors + JSON
@@ -356,6 +367,6 @@ def converted_as_eg3d_pth(path: Path) -> dict:
 __all__ = [
     "load_face_embedder", "load_lpips", "CheckpointError", "EG3DCheckpoint", "PARTS", "PREFIXES", "StateDictMismatch", "TriPlaneNetCheckpoint",
     "config_path_for", "converted_as_eg3d_pth", "detect_v2_variant", "detect_version", "eg3d_config_from_init_kwargs",
-    "encoder_part", "load_eg3d", "load_triplanenet", "parse_eg3d", "parse_triplanenet", "read_converted",
+    "encoder_part", "load_eg3d", "load_mtcnn", "load_triplanenet", "parse_eg3d", "parse_triplanenet", "read_converted",
     "read_eg3d_checkpoint", "read_torch_file", "read_triplanenet_checkpoint", "save_converted", "tensor_dict",
 ]

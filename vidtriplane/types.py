@@ -41,7 +41,10 @@ class FrameBatch:
       frames [N,H,W,3] uint8 RGB, display orientation
 
     Preprocessing fields (stages/*):
-      landmarks   [N,68,2] float32 pixel coords in the frame (NaN where no face)
+      landmarks   [N,P,2] float32 pixel coords in the frame (NaN where no face); P = 68 (dlib, iBUG order)
+                  or 5 (MTCNN: left eye, right eye, nose, mouth left, mouth right)
+      pose_landmarks [N,68,2] float32 landmarks for the head pose when they differ from ``landmarks``
+                  (MTCNN's five points + dlib's 68 for the pose); None otherwise
       face_found  [N] bool  a face was detected/tracked in this very frame
       held        [N] bool  no face here; geometry held from an earlier frame
       confidence  [N] float32
@@ -65,6 +68,7 @@ class FrameBatch:
     pts: np.ndarray
     frames: np.ndarray
     landmarks: Optional[np.ndarray] = None
+    pose_landmarks: Optional[np.ndarray] = None
     face_found: Optional[np.ndarray] = None
     held: Optional[np.ndarray] = None
     confidence: Optional[np.ndarray] = None

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.stages.face_media import astronaut, moving_clip
+from tests.weights.conftest import cache  # noqa: F401 - fixture
 from vidtriplane.cli import main
 
 pytest.importorskip("dlib")
@@ -124,3 +125,46 @@ def test_offline_smoothing_of_stdin_is_refused_in_one_line(tmp_path, clip):
     res = CliRunner().invoke(main, ["preprocess", "-", "-o", str(tmp_path / "o"), "--set", "smooth.mode=offline"],
                              input=_encode(clip, "nut"))
     assert res.exit_code == 2 and "stdin is read once" in res.output and "Traceback" not in res.output
+
+
+def test_device_sets_landmarks_device_and_set_can_too(tmp_path):
+    import yaml
+
+    args = ["preprocess", "x.mp4", "-o", str(tmp_path), "--dry-run"]
+    res = CliRunner().invoke(main, args + ["--device", "cuda:1"])
+    assert res.exit_code == 0 and yaml.safe_load(res.stdout)["landmarks"]["device"] == "cuda:1"
+    res = CliRunner().invoke(main, args + ["--device", "cpu", "--set", "landmarks.device=cuda"])
+    assert yaml.safe_load(res.stdout)["landmarks"]["device"] == "cuda"  # --set comes last
+    assert yaml.safe_load(CliRunner().invoke(main, args).stdout)["landmarks"]["device"] == "auto"
+
+
+def test_mtcnn_backend_on_a_video_and_its_pose_cache(tmp_path, clip, cache, mtcnn_wheel):
+    from vidtriplane.cache import PoseCache
+    from vidtriplane.weights import import_file
+
+    import_file("mtcnn", mtcnn_wheel)
+    video = tmp_path / "talk.mp4"
+    video.write_bytes(_encode(clip))
+    args = ["preprocess", str(video), "--cache-dir", str(tmp_path / "poses"), "-q", "--device", "cpu",
+            "--set", "landmarks.backend=mtcnn"]
+    res = CliRunner().invoke(main, args + ["-o", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "a" / "preprocess.json").read_text())
+    assert report["frames"] == 6 and report["no_face"] == ["000003.png"] and report["tracker"]["tracked"] >= 2
+    assert report["steadiness"]["mode"] == "offline"  # the geometry pass ran with MTCNN
+    assert "device: cpu" in (tmp_path / "a" / "preprocess.yaml").read_text()
+    labels = _labels(tmp_path / "a")
+    assert len(labels) == 6 and all(v[16] == pytest.approx(4.2647) for _, v in labels)
+    # the entry holds the five points and dlib's 68 for the pose; another device reads the same entry
+    entry = PoseCache(tmp_path / "poses")
+    (npz,) = entry.directory.glob("*.npz")
+    with np.load(npz) as data:
+        assert data["landmarks"].shape == (6, 5, 2) and data["pose_landmarks"].shape == (6, 68, 2)
+    res = CliRunner().invoke(main, args[:-4] + ["--set", "landmarks.backend=mtcnn", "-o", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "b" / "preprocess.json").read_text())["cache_hit"]
+    assert _labels(tmp_path / "b") == labels
+    # an unknown device is one line, before anything is written
+    res = CliRunner().invoke(main, args + ["--no-cache", "--device", "tpu", "-o", str(tmp_path / "c")])
+    assert res.exit_code == 1 and "landmarks.device='tpu' is not a device" in res.stderr
+    assert "Traceback" not in res.output and not (tmp_path / "c").exists()

@@ -96,3 +96,31 @@ def test_landmark_aligner_reports_found_faces_and_normalises():
     assert float(aligned[0].max()) == pytest.approx(1.0, abs=0.02) and float(aligned[0].min()) == -1.0
     with pytest.raises(ValueError, match="uint8"):
         align(images.astype(np.float32))
+
+
+def test_mtcnn_aligner_on_the_astronaut(mtcnn_nets):
+    from tests.stages.face_media import astronaut
+    from vidtriplane.eval.face_align import ID_PYRAMID_FACTOR, mtcnn_aligner
+    from vidtriplane.stages import face_mtcnn
+
+    img = astronaut()
+    align = mtcnn_aligner(mtcnn_nets, "cpu")
+    aligned, found = align(np.stack([img, np.zeros_like(img)]))
+    assert found.tolist() == [True, False] and torch.equal(aligned[1], torch.full((3, 112, 112), -1.0))
+    # the best face of the metric's detector settings, warped at MTCNN's own coordinates (ours + 0.5 px)
+    best = face_mtcnn.detect(mtcnn_nets, img[None], thresholds=(0.15, 0.25, 0.35), min_face=20,
+                             scale_factor=ID_PYRAMID_FACTOR, nms_thresholds=(0.7, 0.7, 0.7))[0]
+    assert len(best) > 1 and float(best.scores[0]) == float(best.scores.max())
+    points = best.points[0].double().numpy()
+    assert torch.equal(aligned[0], faces_to_tensor(warp_face_112(img, points + 0.5)[None])[0])
+    # the aligned face is the astronaut's, upright on the template: MTCNN finds its features where the
+    # similarity put them (2x larger on a grey canvas, the detector is unsure of faces that fill the frame)
+    face = ((aligned[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+    canvas = np.full((448, 448, 3), 128, np.uint8)
+    canvas[112:336, 112:336] = cv2.resize(face, (224, 224), interpolation=cv2.INTER_CUBIC)
+    again = face_mtcnn.detect(mtcnn_nets, canvas[None])[0]
+    assert len(again) == 1
+    seen = (again.points[0].double().numpy() - 112 + 0.5) / 2 - 0.5  # back to the 112 crop's pixels
+    m = similarity_transform(points + 0.5, REFERENCE_112)
+    np.testing.assert_allclose(seen, points @ m[:, :2].T + m[:, 2], atol=3.0)  # measured 2.7 (a mouth corner)
+    assert np.abs(seen - REFERENCE_112).max() < 7.0  # the astronaut's nose and mouth sit a little off the template

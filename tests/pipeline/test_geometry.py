@@ -44,3 +44,42 @@ def test_video_geometry_of_a_file(tmp_path):
     with open_video(path) as reader:
         rgb, _ = pp.sequence_geometry(reader.batches(5), models, cfg)
     np.testing.assert_allclose(rgb["crop_matrix"], geo["crop_matrix"], atol=0.02, rtol=0.01)
+
+
+def test_video_geometry_with_mtcnn_reads_colour_and_keeps_the_pose_points(tmp_path, mtcnn_nets):
+    pytest.importorskip("dlib")
+    from tests.commands.test_preprocess_cli import _encode
+    from tests.stages.face_media import moving_clip
+    from vidtriplane.cache import check_geometry
+    from vidtriplane.config.preprocess import LandmarkConfig, PreprocessConfig
+    from vidtriplane.io.reader import open_video
+    from vidtriplane.stages import landmarks as lmk
+    from vidtriplane.stages import preprocess as pp
+
+    path = tmp_path / "talk.mp4"
+    path.write_bytes(_encode(moving_clip(10, blank=(5,))))
+    cfg = PreprocessConfig(landmarks=LandmarkConfig(backend="mtcnn"))
+    models = pp.PreprocessModels(face=lmk.MtcnnBackend(mtcnn_nets, lmk.load_backend()))
+    geo, report = video_geometry(path, cfg, models, batch_size=5)
+    geo = check_geometry(geo, 10)  # a valid pose cache entry: five points for the crop, 68 for the pose
+    assert geo["landmarks"].shape == (10, 5, 2) and geo["pose_landmarks"].shape == (10, 68, 2)
+    assert geo["face_found"].tolist() == [True] * 5 + [False] + [True] * 4 and geo["held"][5]
+    assert np.isnan(geo["pose_landmarks"][5]).all() and np.isfinite(geo["pose_landmarks"][[0, 9]]).all()
+    # frame 0 is detected, 1-4 tracked by O-net; the blank frame 5 is a cut without a face, so 6-9 are
+    # detected in one batched call: 5 and 6 without a face followed, 7-9 with one (redetections)
+    assert report["tracker"] == {"detections": 3, "redetections": 3, "tracked": 4, "flow": 0}
+    assert report["steadiness"]["mode"] == "offline"
+    # the pass decoded colour: the file's RGB batches give exactly these points, its luma plane does not
+    with open_video(path) as reader:
+        rgb, _ = pp.sequence_geometry(reader.batches(5), models, cfg)
+    np.testing.assert_array_equal(rgb["landmarks"], geo["landmarks"])
+    with open_video(path) as reader:
+        grey, _ = pp.sequence_geometry(reader.batches(5, gray=True), models, cfg)
+    assert not np.array_equal(grey["landmarks"], geo["landmarks"], equal_nan=True)
+    # the streaming pass reads the arrays as a pose cache hit and hands the pose points on
+    runner = pp.Preprocessor(models, cfg, cached=geo, report=report)
+    with open_video(path) as reader:
+        out = [runner(batch) for batch in reader.batches(4)]
+    np.testing.assert_array_equal(np.concatenate([b.pose_landmarks for b in out]), geo["pose_landmarks"])
+    np.testing.assert_array_equal(np.concatenate([b.labels for b in out]), geo["labels"])
+    assert runner.report["tracker"] == report["tracker"]

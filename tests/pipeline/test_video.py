@@ -282,3 +282,13 @@ def test_cuda_auto_batch_and_render(tmp_path, clip):
     assert 1 <= size <= cfg.runtime.max_batch_size
     report = render_video(clip[0], tmp_path / "gpu.mkv", gpu_models, cfg, progress=False)
     assert report.frames == probe(tmp_path / "gpu.mkv")["n"] == 5 and report.device.startswith("cuda")
+
+
+def test_the_runs_device_reaches_the_face_models(monkeypatch):
+    from vidtriplane.stages import preprocess
+
+    seen = {}
+    monkeypatch.setattr(preprocess, "load_models", lambda cfg, *, device=None: seen.setdefault("device", device))
+    cfg = resolve("render", pipeline="default", configs=["generated-tiny"], overrides=FAST)
+    models = load_models(cfg)
+    assert seen["device"] == "cpu" == str(models.device) and models.preprocess == "cpu"

@@ -44,6 +44,14 @@ def test_five_points_order():
     np.testing.assert_allclose(align.five_points(lm), [[10, 20], [30, 20], [20, 30], [12, 40], [28, 40]])
 
 
+def test_five_points_pass_through():
+    pts = np.arange(10, dtype=float).reshape(5, 2)
+    np.testing.assert_array_equal(align.five_points(pts), pts)
+    np.testing.assert_array_equal(align.crop_params(pts[None] * 10, 400), align.crop_params(pts[None] * 10, 400))
+    with pytest.raises(ValueError):
+        align.five_points(np.zeros((6, 2)))
+
+
 def test_matrix_matches_the_official_pil_crop(backend):
     img = astronaut()
     lm = _landmarks(img, backend)

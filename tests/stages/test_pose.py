@@ -63,6 +63,21 @@ def test_pnp_recovers_an_exact_projection(yaw, pitch, roll):
     np.testing.assert_allclose(pose.head_rotation(r_fit), [pitch, yaw, roll], atol=1e-6)
 
 
+def test_template_5_is_the_reference_5():
+    # reduced the way section 5.2 reduces the BFM's 68 points (eye-corner means, nose tip, mouth corners)
+    np.testing.assert_allclose(pose.template_5(), align.REFERENCE_5, atol=3e-3)
+
+
+@pytest.mark.parametrize("yaw,pitch,roll", [(0.0, 0.0, 0.0), (0.5, -0.15, 0.1)])
+def test_pnp_on_five_points_recovers_an_exact_projection(yaw, pitch, roll):
+    head = cv2.Rodrigues(np.array([[pitch], [yaw], [roll]]))[0]
+    r_cv = np.diag([1.0, -1.0, -1.0]) @ head
+    t_cv = np.array([0.05, 0.1, 9.9])
+    pts, _ = cv2.projectPoints(pose.template_5(), cv2.Rodrigues(r_cv)[0], t_cv, pose.camera_matrix(512), None)
+    r_fit, _ = pose.solve_pose(pts[:, 0], 512)
+    np.testing.assert_allclose(pose.head_rotation(r_fit), [pitch, yaw, roll], atol=1e-5)
+
+
 def test_official_fixture_angle(backend):
     from PIL import Image
 

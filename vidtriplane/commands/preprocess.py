@@ -10,7 +10,7 @@ from typing import Any, Iterator, Optional
 import click
 
 from vidtriplane.commands.common import setup_logging
-from vidtriplane.commands.options import config_options, engine_options, verbosity_options
+from vidtriplane.commands.options import config_options, device_option, engine_options, verbosity_options
 from vidtriplane.runners.jobs import PlanError
 
 log = logging.getLogger("vidtriplane")
@@ -19,11 +19,14 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 FOLDER_REPORT_NAME = "vidtriplane-preprocess.report.json"
 
 
-def resolve_config(configs: tuple[str, ...], overrides: tuple[str, ...], matting: Optional[bool], official: bool):
+def resolve_config(configs: tuple[str, ...], overrides: tuple[str, ...], matting: Optional[bool], official: bool,
+                   device: Optional[str] = None):
     """Presets -> flags -> ``--set`` overrides, as a PreprocessConfig."""
     from vidtriplane.config import resolve
 
     flags: dict[str, Any] = {}
+    if device is not None:
+        flags["landmarks"] = {"device": device}
     if matting is not None:
         flags["matting"] = {"enabled": matting}
     if official:
@@ -76,6 +79,7 @@ Examples:
   vidtriplane preprocess talk.mp4 -o out --matting --set matting.background=[0,0,0]
   vidtriplane preprocess talks/ -r -o datasets/             # one dataset folder per video
   vidtriplane preprocess talks/ -r -o datasets/ --engine ray --workers 8
+  vidtriplane preprocess talk.mp4 -o out --set landmarks.backend=mtcnn --device cuda
 """,
 )
 @click.argument("input", type=str)
@@ -88,6 +92,7 @@ Examples:
               help="Official integer crop, no smoothing (dataset parity with the EG3D code).")
 @click.option("--mirror", is_flag=True, help="Also write mirrored crops NAME_mirror.png with mirrored labels.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True, help="Frames per batch.")
+@device_option
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Pose cache folder.  [default: $VIDTRIPLANE_CACHE/poses, else poses/ in $VIDTRIPLANE_HOME "
                    "(~/.cache/vidtriplane)]")
@@ -98,22 +103,23 @@ Examples:
 @click.option("-r", "--recursive", is_flag=True, help="Folder of videos: include subfolders.")
 @engine_options()
 @verbosity_options
-def command(input: str, output: str, configs, overrides, dry_run, matting, official, mirror, batch_size, cache_dir,
-            no_cache, input_format, overwrite, recursive, engine, quiet, verbose) -> None:
+def command(input: str, output: str, configs, overrides, dry_run, matting, official, mirror, batch_size, device,
+            cache_dir, no_cache, input_format, overwrite, recursive, engine, quiet, verbose) -> None:
     """Write aligned 512x512 face crops (PNG) and dataset.json camera labels for INPUT.
 
     INPUT is a video file, a folder of images, a folder of videos (one dataset folder per video:
     OUTPUT/<relative path without suffix>/, finished ones are skipped), or - for a video on stdin. Every
     input frame gives one crop: frames without a face hold the last good crop and pose, then fall back
     (counted, listed in preprocess.json). dataset.json has the official format
-    {"labels": [[name, [25 floats]], ...]}.
+    {"labels": [[name, [25 floats]], ...]}. --device (landmarks.device) places the MTCNN detector
+    (landmarks.backend=mtcnn) and, when matting.device is auto, the matting network.
     """
     from vidtriplane.config import dump
     from vidtriplane.runners.jobs import Job, check_writable
     from vidtriplane.runners.preprocess import PreprocessTask
 
     setup_logging(quiet, verbose)
-    cfg = resolve_config(configs, overrides, matting, official)
+    cfg = resolve_config(configs, overrides, matting, official, device)
     if dry_run:
         click.echo(dump(cfg), nl=False)
         return

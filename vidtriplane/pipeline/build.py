@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vidtriplane.config.render import ModelConfig, PipelineConfig
+from vidtriplane.devices import resolve_device
 from vidtriplane.errors import VidtriplaneError
 from vidtriplane.stages import aligned, composite, invert, render
 from vidtriplane.types import FrameBatch
@@ -65,22 +66,6 @@ class Models:
 
 # --------------------------------------------------------------------------------------------------
 # models
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; a CUDA device without CUDA is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise PipelineError(f"runtime.device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PipelineError(f"--device {name}: CUDA is not available on this machine (torch "
-                            f"{torch.__version__}); use --device cpu or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise PipelineError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def configure_torch(cfg: PipelineConfig, device: torch.device) -> None:
@@ -134,7 +119,7 @@ def load_models(cfg: PipelineConfig, weights: Optional[WeightFiles] = None) -> M
     if "preprocess" in cfg.stages:
         from vidtriplane.stages import preprocess
 
-        pre = preprocess.load_models(cfg.preprocess)
+        pre = preprocess.load_models(cfg.preprocess, device=str(device))
     return Models(net=net, device=device, generated=cfg.model.weights == "generated", preprocess=pre)
 
 

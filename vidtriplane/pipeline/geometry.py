@@ -3,12 +3,12 @@
     geo, report = video_geometry("talk.mp4", cfg.preprocess, models.preprocess, cfg.input)
 
 The offline smoother needs the whole video's raw geometry before the first crop is cut, so a file is read
-twice: this pass (decode + landmarks in two threads, then the smoother over the sequence) and then the
-streaming render or preprocess pass, which reads these arrays exactly as it reads a pose cache hit
-(``Preprocessor(cached=geo)``). Segments of one video (a Ray run) all read the same arrays. The
-second decode costs a few ms a frame (``benchmarks/preprocess_bench.py``), a fixed-lag smoother inside
-the stream would save it but could not give segments the same geometry, nor store it for the cache
-before the render starts.
+twice: this pass (decode + landmarks in two threads, the luma plane only or RGB for the mtcnn backend;
+then the smoother over the sequence) and then the streaming render or preprocess pass, which reads these
+arrays exactly as it reads a pose cache hit (``Preprocessor(cached=geo)``). Segments of one video (a Ray
+run) all read the same arrays. The second decode costs a few ms a frame (``benchmarks/preprocess_bench.py``),
+a fixed-lag smoother inside the stream would save it but could not give segments the same geometry, nor
+store it for the cache before the render starts.
 """
 from __future__ import annotations
 
@@ -75,7 +75,8 @@ def video_geometry(source: str | Path, cfg: PreprocessConfig, models: Any, reade
 
     start = time.perf_counter()
     reader = open_video(source, replace(reader_cfg, audio=False))
-    batches = prefetch(reader.batches(batch_size, gray=True))  # landmarks need the luma plane only
+    # dlib's landmarks need the luma plane only; MTCNN looks at colour (as the official detector does)
+    batches = prefetch(reader.batches(batch_size, gray=cfg.landmarks.backend != "mtcnn"))
     try:
         geo, report = preprocess.sequence_geometry(batches, models, cfg, "offline")
     finally:

@@ -42,10 +42,15 @@ _INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos
 
 
 def five_points(landmarks: np.ndarray, eye_center: str = "mean6") -> np.ndarray:
-    """68 dlib/iBUG landmarks [..., 68, 2] -> the official 5 points [..., 5, 2] (image-left first)."""
+    """68 dlib/iBUG landmarks [..., 68, 2] -> the official 5 points [..., 5, 2] (image-left first).
+
+    Five points [..., 5, 2] (MTCNN: eyes, nose, mouth corners, the official order) are returned as they are.
+    """
     lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape[-2:] == (5, 2):
+        return lm
     if lm.shape[-2:] != (68, 2):
-        raise ValueError(f"expected 68 landmarks of shape [..., 68, 2], got {lm.shape}")
+        raise ValueError(f"expected 68 or 5 landmarks of shape [..., 68, 2] / [..., 5, 2], got {lm.shape}")
     if eye_center == "mean6":
         left_eye = lm[..., 36:42, :].mean(-2)
         right_eye = lm[..., 42:48, :].mean(-2)
@@ -104,7 +109,8 @@ def official_crop_matrix(t: np.ndarray, s: float, width: int, height: int, out_s
 
 
 def crop_params(landmarks: np.ndarray, height: int, cfg: AlignConfig = AlignConfig()) -> np.ndarray:
-    """Landmarks [N, 68, 2] of frames ``height`` high -> crop squares [N, 3] (cx, cy, side); NaN rows stay NaN."""
+    """Landmarks [N, 68, 2] or [N, 5, 2] of frames ``height`` high -> crop squares [N, 3] (cx, cy, side); NaN
+    rows stay NaN."""
     lm = np.asarray(landmarks, dtype=np.float64)
     out = np.full((lm.shape[0], 3), np.nan)
     pts = five_points(lm, cfg.eye_center)
@@ -122,7 +128,7 @@ def crop_matrices(params: np.ndarray, cfg: AlignConfig = AlignConfig()) -> np.nd
 
 
 def official_matrices(landmarks: np.ndarray, width: int, height: int, cfg: AlignConfig = AlignConfig()) -> np.ndarray:
-    """Landmarks [N, 68, 2] -> official (integer-truncated) matrices [N, 2, 3]; NaN where no landmarks."""
+    """Landmarks [N, 68 or 5, 2] -> official (integer-truncated) matrices [N, 2, 3]; NaN where no landmarks."""
     lm = np.asarray(landmarks, dtype=np.float64)
     out = np.full((lm.shape[0], 2, 3), np.nan)
     pts = five_points(lm, cfg.eye_center)

@@ -4,8 +4,9 @@
 
 ``mode`` is ``'causal'`` (a batch of a stream; the filters' state crosses batches), ``'offline'`` (the whole
 video at once) or ``'off'``. ``geo`` holds the arrays of :data:`vidtriplane.cache.GEOMETRY` except
-``confidence``; ``trace`` the raw and smoothed :data:`~vidtriplane.stages.steadiness.AXES` of frames with a
-face, for the jitter report.
+``confidence`` (plus ``pose_landmarks`` when the pose came from other landmarks than the crop, MTCNN with
+dlib's 68 points); ``trace`` the raw and smoothed :data:`~vidtriplane.stages.steadiness.AXES` of frames
+with a face, for the jitter report.
 
 Frames without a face never disappear. For ``hold_frames`` frames after the last face, the last good
 crop and pose are held (``held`` = True). After that, or before the first face, the fallback applies:
@@ -94,9 +95,11 @@ def _hold(found: np.ndarray, params: np.ndarray, pose_sig: np.ndarray, state: Ge
 
 
 def from_landmarks(
-    lms: np.ndarray, size: tuple[int, int], fps: float, state: GeometryState, cfg: PreprocessConfig, mode: str
+    lms: np.ndarray, size: tuple[int, int], fps: float, state: GeometryState, cfg: PreprocessConfig, mode: str,
+    pose_lms: Optional[np.ndarray] = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], GeometryState]:
-    """Geometry of frames with landmarks [N, 68, 2] (NaN rows: no face) of ``size`` = (W, H); see the module."""
+    """Geometry of frames with landmarks [N, 68 or 5, 2] (NaN rows: no face) of ``size`` = (W, H); the head
+    pose comes from ``pose_lms`` [N, 68, 2] when given (MTCNN's crop points + dlib's pose points); see the module."""
     n = len(lms)
     width, height = size
     found = np.isfinite(lms).all(axis=(1, 2))
@@ -116,7 +119,7 @@ def from_landmarks(
 
     # 2. head pose in the (smoothed) crop, smoothed
     mats = official if official is not None else align.crop_matrices(np.where(np.isfinite(params), params, 1.0), cfg.align)
-    rot, trans = pose.estimate(lms, mats, cfg.align.out_size, cfg.pose)
+    rot, trans = pose.estimate(lms if pose_lms is None else pose_lms, mats, cfg.align.out_size, cfg.pose)
     found &= np.isfinite(rot).all(axis=1)  # a failed pose counts as a frame without a face
     raw_pose = pose_signal(rot, trans)
     pose_sig, pose_filter = _smooth(raw_pose, found, state.pose_filter, fps, cfg, mode, smooth.POSE_NOISE)
@@ -136,7 +139,7 @@ def from_landmarks(
     if cfg.smooth.smooth_landmarks:
         flat, landmark_filter = _smooth(lms.reshape(n, -1), found, landmark_filter, fps, cfg, mode,
                                         smooth.LANDMARK_NOISE)
-        out_lms = flat.reshape(n, 68, 2).astype(np.float32)
+        out_lms = flat.reshape(lms.shape).astype(np.float32)
 
     new_state = GeometryState(crop_filter=crop_filter, pose_filter=pose_filter, landmark_filter=landmark_filter,
                               last_params=last_params, last_pose=last_pose, since_face=since)
@@ -148,4 +151,6 @@ def from_landmarks(
         "labels": labels,
         "fallback": fallback,
     }
+    if pose_lms is not None:
+        geo["pose_landmarks"] = np.asarray(pose_lms, dtype=np.float32)
     return geo, trace, new_state

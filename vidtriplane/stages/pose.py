@@ -1,4 +1,5 @@
-"""Head pose from 68 landmarks -> the EG3D 25-number camera label (``eg3d:dataset_preprocessing/ffhq/3dface2idr_mat.py``, ``preprocess_face_cameras.py``).
+"""Head pose from 68 (or 5) landmarks -> the EG3D 25-number camera label
+(``eg3d:dataset_preprocessing/ffhq/3dface2idr_mat.py``, ``preprocess_face_cameras.py``).
 
 The official pipeline fits a 3D morphable model (Deep3DFaceRecon + the registration-gated Basel Face
 Model). We instead solve a perspective-n-point problem between the landmarks *in the 512 crop* and a
@@ -17,7 +18,9 @@ points), made left-right symmetric by averaging with the mirrored shape, placed 
 reference points of section 5.2 (eyes and nose by a similarity, mouth corners mapped onto theirs); z are
 anthropometric depths chosen so that the eye-corner means, nose tip and mouth corners equal the BFM
 reference depths. By default PnP uses the points that move least with expression and silhouette:
-brows, nose, eyes, mouth corners and chin.
+brows, nose, eyes, mouth corners and chin. Five-point landmarks (MTCNN) use :func:`template_5`, the same
+template reduced to eye centres, nose tip and mouth corners the way Deep3DFaceRecon reduces the BFM's 68
+points to its five reference points (``util/load_mats.py``: eye centre = mean of the two eye corners).
 """
 from __future__ import annotations
 
@@ -72,6 +75,16 @@ def template(cfg: PoseConfig = PoseConfig()) -> np.ndarray:
     return t
 
 
+FIVE_FROM_68 = ((36, 39), (42, 45), (30,), (48,), (54,))
+"""0-based template points averaged into each of the five points (left eye, right eye, nose, mouth corners)."""
+
+
+def template_5(cfg: PoseConfig = PoseConfig()) -> np.ndarray:
+    """The 3D template reduced to the five points of 5-point landmarks [5, 3] (``depth_scale`` applied)."""
+    t = template(cfg)
+    return np.stack([t[list(group)].mean(0) for group in FIVE_FROM_68])
+
+
 def camera_matrix(size: int, focal: float = FOCAL) -> np.ndarray:
     """Pixel intrinsics of a ``size`` x ``size`` crop (pixel-centre coordinates)."""
     f = focal * size
@@ -80,10 +93,14 @@ def camera_matrix(size: int, focal: float = FOCAL) -> np.ndarray:
 
 
 def solve_pose(points_crop: np.ndarray, size: int, cfg: PoseConfig = PoseConfig()) -> tuple[np.ndarray, np.ndarray]:
-    """PnP of crop landmarks [68, 2] -> (R_cv [3, 3], t_cv [3]) mapping template -> OpenCV camera."""
-    idx = list(POINT_SETS[cfg.points])
-    obj = template(cfg)[idx]
-    img = np.asarray(points_crop, dtype=np.float64)[idx]
+    """PnP of crop landmarks [68, 2] (``cfg.points`` of them) or [5, 2] -> (R_cv [3, 3], t_cv [3]) mapping
+    template -> OpenCV camera."""
+    img = np.asarray(points_crop, dtype=np.float64)
+    if img.shape[0] == 5:
+        obj = template_5(cfg)
+    else:
+        idx = list(POINT_SETS[cfg.points])
+        obj, img = template(cfg)[idx], img[idx]
     k = camera_matrix(size, cfg.focal)
     # start from a frontal face at the distance that matches the crop scale, then refine (Levenberg-Marquardt)
     rvec0 = cv2.Rodrigues(_FLIP)[0]
@@ -119,7 +136,7 @@ def pose_from_rotvec(rotvec: np.ndarray, t_cv: np.ndarray) -> tuple[np.ndarray, 
 def estimate(
     landmarks: np.ndarray, crop_matrices: np.ndarray, size: int, cfg: PoseConfig = PoseConfig()
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Frame landmarks [N, 68, 2] + frame -> crop matrices [N, 2, 3] -> (rotvec [N, 3], t [N, 3]).
+    """Frame landmarks [N, 68 or 5, 2] + frame -> crop matrices [N, 2, 3] -> (rotvec [N, 3], t [N, 3]).
 
     Rows are NaN where there is no face or PnP fails.
     """
@@ -152,11 +169,13 @@ def frontal_label(cfg: PoseConfig = PoseConfig()) -> np.ndarray:
 
 
 def apply(batch, cfg: PoseConfig = PoseConfig()):
-    """Stage form without smoothing: add ``labels`` from ``landmarks`` and ``crop_matrix`` (frontal where no face)."""
+    """Stage form without smoothing: add ``labels`` from ``landmarks`` (``pose_landmarks`` when set) and
+    ``crop_matrix`` (frontal where no face)."""
     if batch.landmarks is None or batch.crop_matrix is None:
         raise ValueError("pose needs landmarks and crop_matrix: run the landmarks and align stages first")
     size = batch.crops.shape[1] if batch.crops is not None else 512
-    rot, trans = estimate(batch.landmarks, batch.crop_matrix.astype(np.float64), size, cfg)
+    points = batch.pose_landmarks if batch.pose_landmarks is not None else batch.landmarks
+    rot, trans = estimate(points, batch.crop_matrix.astype(np.float64), size, cfg)
     out = labels(np.nan_to_num(rot), np.where(np.isfinite(trans), trans, [0.0, 0.0, 1.0]), cfg)
     missing = ~np.isfinite(rot).all(axis=1)
     out[missing] = frontal_label(cfg)

@@ -15,7 +15,8 @@ A file, with the offline smoother: a geometry pass over the whole video first, t
         batch = runner(batch)
 
 Fields added (see :class:`~vidtriplane.types.FrameBatch`): ``landmarks``, ``face_found``, ``confidence``,
-``held``, ``crop_matrix``, ``labels``, ``crops`` and, with matting, ``alpha``. ``extras["preprocess"]``
+``held``, ``crop_matrix``, ``labels``, ``crops``, with matting ``alpha`` and, with the MTCNN backend's
+dlib pose points, ``pose_landmarks``. ``extras["preprocess"]``
 has the per-batch counts and the ``fallback`` mask. Frames without a face are held, then fall back
 (:mod:`vidtriplane.stages.geometry`).
 """
@@ -28,12 +29,13 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from vidtriplane.cache import GEOMETRY, concat_geometry
+from vidtriplane.cache import GEOMETRY, OPTIONAL_GEOMETRY, concat_geometry
 from vidtriplane.config.preprocess import PreprocessConfig
 from vidtriplane.stages import align, geometry as geometry_stage, landmarks, matting, steadiness
 from vidtriplane.types import FrameBatch
 
 GEOMETRY_FIELDS = tuple(GEOMETRY)
+OPTIONAL_GEOMETRY_FIELDS = tuple(OPTIONAL_GEOMETRY)  # pose_landmarks: MTCNN with dlib's 68 pose points
 log = logging.getLogger(__name__)
 
 
@@ -41,16 +43,26 @@ log = logging.getLogger(__name__)
 class PreprocessModels:
     """Loaded models: the face backend and (with matting) a matting runner."""
 
-    face: Optional[landmarks.FaceBackend] = None
+    face: Optional[landmarks.AnyBackend] = None
     matting: Any = None
 
 
-def load_models(cfg: PreprocessConfig, *, geometry: bool = True) -> PreprocessModels:
-    """Load what ``cfg`` needs (``geometry=False`` skips the face model, e.g. when the pose cache hits)."""
+def load_models(cfg: PreprocessConfig, *, geometry: bool = True, device: Optional[str] = None) -> PreprocessModels:
+    """Load what ``cfg`` needs (``geometry=False`` skips the face model, e.g. when the pose cache hits).
+
+    ``device`` is what ``landmarks.device: auto`` means here (the render run's device; None: CUDA when
+    available); a matting network with ``matting.device: auto`` runs on the landmark device too.
+    """
     from vidtriplane.stages import matting_backends
 
-    face = landmarks.load_backend(cfg.landmarks) if geometry else None
-    runner = matting_backends.load_runner(cfg.matting) if cfg.matting.enabled else None
+    face_device = cfg.landmarks.device if cfg.landmarks.device != "auto" else (device or "auto")
+    face = landmarks.load_backend(cfg.landmarks, device=face_device) if geometry else None
+    runner = None
+    if cfg.matting.enabled:
+        matting_cfg = cfg.matting
+        if matting_cfg.device == "auto" and face_device != "auto":
+            matting_cfg = replace(matting_cfg, device=face_device)
+        runner = matting_backends.load_runner(matting_cfg)
     return PreprocessModels(face=face, matting=runner)
 
 
@@ -73,18 +85,12 @@ def _fps(batch: FrameBatch) -> float:
 
 
 def track(batch: FrameBatch, tracker: landmarks.LandmarkState, models: PreprocessModels, cfg: PreprocessConfig
-          ) -> tuple[np.ndarray, np.ndarray, Counter, landmarks.LandmarkState]:
-    """Landmarks [N, 68, 2] (NaN: no face), confidences [N], tracker step counts and the tracker state."""
+          ) -> tuple[landmarks.Landmarks, landmarks.LandmarkState]:
+    """The batch's landmarks ([N, 68 or 5, 2], NaN: no face; confidences; tracker steps; pose points) and
+    the tracker state."""
     if models.face is None:
         raise ValueError("preprocessing needs the face model: load_models(cfg) with geometry=True")
-    n = len(batch)
-    lms = np.full((n, 68, 2), np.nan, dtype=np.float32)
-    conf = np.zeros(n, dtype=np.float32)
-    steps: Counter = Counter()
-    for i in range(n):
-        lms[i], conf[i], tracker = landmarks.track_frame(batch.frames[i], tracker, models.face, cfg.landmarks)
-        steps[tracker.step] += 1
-    return lms, conf, steps, tracker
+    return landmarks.detect_batch(batch.frames, tracker, models.face, cfg.landmarks)
 
 
 def _add(counts: tuple, geo: dict[str, np.ndarray]) -> tuple[int, int, int, int]:
@@ -112,12 +118,13 @@ def geometry(
     batch: FrameBatch, state: PreprocessState, models: PreprocessModels, cfg: PreprocessConfig
 ) -> tuple[dict[str, np.ndarray], PreprocessState]:
     """Per-frame geometry of one batch of a stream (causal smoothing) and the new state."""
-    lms, conf, steps, tracker = track(batch, state.tracker, models, cfg)
+    found, tracker = track(batch, state.tracker, models, cfg)
     size = (int(batch.frames.shape[2]), int(batch.frames.shape[1]))
-    geo, trace, geo_state = geometry_stage.from_landmarks(lms, size, _fps(batch), state.geometry, cfg, stream_mode(cfg))
-    geo["confidence"] = conf
+    geo, trace, geo_state = geometry_stage.from_landmarks(found.points, size, _fps(batch), state.geometry, cfg,
+                                                          stream_mode(cfg), pose_lms=found.pose_points)
+    geo["confidence"] = found.confidence
     new_state = PreprocessState(tracker=tracker, geometry=geo_state, counts=_add(state.counts, geo),
-                                steps=_add_steps(state.steps, steps), trace=trace)
+                                steps=_add_steps(state.steps, Counter(found.steps)), trace=trace)
     return geo, new_state
 
 
@@ -131,23 +138,23 @@ def sequence_geometry(
     the tracker's counts and the jitter of the raw and smoothed crop / pose axes.
     """
     tracker = landmarks.LandmarkState()
-    parts_lms, parts_conf, steps = [], [], Counter()
+    parts: list[landmarks.Landmarks] = []
     size, fps = None, 30.0
     for batch in batches:
-        lms, conf, new_steps, tracker = track(batch, tracker, models, cfg)
-        parts_lms.append(lms)
-        parts_conf.append(conf)
-        steps.update(new_steps)
+        found, tracker = track(batch, tracker, models, cfg)
+        parts.append(found)
         size, fps = (int(batch.frames.shape[2]), int(batch.frames.shape[1])), _fps(batch)
     if size is None:
         raise ValueError("the video has no frames")
-    lms = np.concatenate(parts_lms)
-    geo, trace, _ = geometry_stage.from_landmarks(lms, size, fps, geometry_stage.GeometryState(), cfg, mode)
-    geo["confidence"] = np.concatenate(parts_conf)
+    lms = np.concatenate([p.points for p in parts])
+    pose_lms = np.concatenate([p.pose_points for p in parts]) if parts[0].pose_points is not None else None
+    geo, trace, _ = geometry_stage.from_landmarks(lms, size, fps, geometry_stage.GeometryState(), cfg, mode,
+                                                  pose_lms=pose_lms)
+    geo["confidence"] = np.concatenate([p.confidence for p in parts])
     report = dict(zip(("frames", "faces", "held", "fallback"), _add((0, 0, 0, 0), geo)))
-    report["tracker"] = steadiness.tracker_counts(steps)
+    report["tracker"] = steadiness.tracker_counts(Counter(step for p in parts for step in p.steps))
     report["steadiness"] = steadiness.summary(trace["raw"], trace["smoothed"], trace["found"], mode)
-    return {k: geo[k] for k in GEOMETRY_FIELDS}, report
+    return {k: geo[k] for k in GEOMETRY_FIELDS + OPTIONAL_GEOMETRY_FIELDS if k in geo}, report
 
 
 def with_geometry(
@@ -167,7 +174,7 @@ def with_geometry(
             "fallbacks": int(geo["fallback"].sum()),
         }
     }
-    fields = {k: geo[k] for k in GEOMETRY_FIELDS if k != "fallback"}
+    fields = {k: geo[k] for k in GEOMETRY_FIELDS + OPTIONAL_GEOMETRY_FIELDS if k != "fallback" and k in geo}
     batch = batch.with_fields(**fields, extras=extras)
     if cfg.matting.enabled:
         if models.matting is None:

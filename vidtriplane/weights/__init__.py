@@ -8,7 +8,8 @@ Modules, from the bottom of the dependency graph up: ``loader`` (the one ``torch
 with precise errors), ``registry`` (names, URLs, licences, checksums), ``store`` (the folder on disk),
 ``download`` (HTTP with resume), ``pickle_safe`` (NVIDIA .pkl -> tensors + config, executing nothing),
 ``validate`` (keys and shapes, through ``vidtriplane.checkpoints``), ``api`` (resolve / fetch /
-import_file / verify), ``rembg_files`` (where matting finds its ONNX model).
+import_file / verify), ``rembg_files`` (where matting finds its ONNX model), ``mtcnn_files`` (the MTCNN
+networks read from the facenet-pytorch wheel).
 
 The names below are imported on first use, so importing one submodule (``vidtriplane.weights.store``)
 does not import the others (and torch with them).

@@ -161,19 +161,22 @@ def _fetch_locked(entry: WeightEntry, path: Path, *, progress: bool, retries: in
 def import_file(name: str, source: Path, *, force: bool = False,
                 registry: Mapping[str, WeightEntry] | None = None,
                 expectations: Expectations | None = None) -> StoredWeights:
-    """Validate a local copy of ``name`` (converting a .pkl), then copy it into the cache atomically."""
+    """Validate a local copy of ``name`` (converting a .pkl or the MTCNN files), then copy it into the cache
+    atomically. MTCNN also takes a folder (see :mod:`vidtriplane.weights.mtcnn_files`)."""
     entry = get_entry(name, registry)
     source = Path(source).expanduser()
-    if not source.is_file():
-        raise ImportSourceMissing(f"{source} does not exist or is not a file")
+    if not (source.is_file() or (entry.kind == "mtcnn" and source.is_dir())):
+        what = "a file or a folder" if entry.kind == "mtcnn" else "a file"
+        raise ImportSourceMissing(f"{source} does not exist or is not {what}")
     path = store.stored_path(entry)
     if path.is_file() and not force:
         raise AlreadyStored(f"{entry.name} is already in the cache ({path}); add --force to replace it")
-    hashes = store.file_hashes(source, algorithms=("sha256", "md5"))
+    published = source.is_file() and _is_published_form(entry, source)
+    hashes = store.file_hashes(source, algorithms=("sha256", "md5")) if source.is_file() else {}
     mismatches: list[str] = []
-    if entry.sha256 and not store.sha256_matches(entry.sha256, hashes["sha256"]):
+    if published and entry.sha256 and not store.sha256_matches(entry.sha256, hashes["sha256"]):
         mismatches.append(f"sha256 {hashes['sha256']} differs from the published file's ({entry.sha256})")
-    if entry.md5 and hashes["md5"] != entry.md5:
+    if published and entry.md5 and hashes["md5"] != entry.md5:
         mismatches.append(f"md5 {hashes['md5']} differs from the published file's ({entry.md5})")
     if mismatches and entry.kind == "onnx":  # no structure check to fall back on: the checksum decides
         raise InvalidWeights(f"{source} is not the published {entry.filename}: " + "; ".join(mismatches))
@@ -181,10 +184,19 @@ def import_file(name: str, source: Path, *, force: bool = False,
     with store.entry_lock(entry):
         report = _store(entry, source, expectations=expectations, provenance={"imported_from": str(source)},
                         copy=True)
-        store.write_source_record(entry, imported_from=str(source.resolve()), published_sha256=hashes["sha256"],
-                                  published_md5=hashes["md5"], stored_sha256=store.sha256_file(path))
+        store.write_source_record(entry, imported_from=str(source.resolve()), published_sha256=hashes.get("sha256"),
+                                  published_md5=hashes.get("md5"), stored_sha256=store.sha256_file(path))
     report = ValidationReport(report.kind, report.summary, report.warnings + tuple(warnings))
-    return StoredWeights(entry, path, hashes["sha256"], report)
+    return StoredWeights(entry, path, hashes.get("sha256"), report)
+
+
+def _is_published_form(entry: WeightEntry, source: Path) -> bool:
+    """Whether ``source`` is the kind of file the pinned checksums describe (MTCNN: the wheel, not a .pt)."""
+    if entry.kind != "mtcnn":
+        return True
+    from vidtriplane.weights import mtcnn_files
+
+    return mtcnn_files.wheel_members(source) is not None
 
 
 def _store(entry: WeightEntry, source: Path, *, expectations: Expectations | None, provenance: dict,
@@ -204,12 +216,29 @@ def _store(entry: WeightEntry, source: Path, *, expectations: Expectations | Non
         save_converted(net, dest, provenance=provenance)
         return ValidationReport(entry.kind, f"EG3D {net.config['class_name']} from NVIDIA pickle: "
                                 f"{len(net.state_dict)} tensors, converted to safetensors")
+    if entry.kind == "mtcnn":
+        return _store_mtcnn(entry, source, dest, expectations)
     report = validate.validate_file(entry.kind, source, expectations=expectations)
     if copy:
         store.atomic_copy(source, dest)
     else:
         os.replace(source, dest)
     return report
+
+
+def _store_mtcnn(entry: WeightEntry, source: Path, dest: Path, expectations: Expectations | None) -> ValidationReport:
+    """Read the wheel / .pt files / folder, check the three networks, store them as one state_dict."""
+    from vidtriplane.weights import mtcnn_files, validate
+
+    found = mtcnn_files.read_source(source)
+    report = validate.validate_object("mtcnn", found.state_dict, expectations=expectations)
+    pins = entry.extra.get("members", {})
+    warnings = [f"{net}.pt has sha256 {digest}, the published file's is {pins[net]}; it passed the structure "
+                "check, so it is accepted" for net, digest in found.member_sha256.items()
+                if net in pins and digest != pins[net]]
+    mtcnn_files.save(found.state_dict, dest)
+    return ValidationReport(report.kind, f"{report.summary} (from {found.kind}), stored as {dest.name}",
+                            report.warnings + tuple(warnings))
 
 
 @dataclass(frozen=True)
@@ -241,7 +270,7 @@ def verify(name: str | None = None, *, registry: Mapping[str, WeightEntry] | Non
         hashes = store.file_hashes(path, algorithms=("sha256", "md5"))
         actual = hashes["sha256"]
         record = store.read_source_record(entry)
-        stored_is_published = entry.kind != "eg3d-pkl"
+        stored_is_published = not entry.converted
         if stored_is_published and (entry.sha256 or entry.md5):
             if entry.sha256:
                 ok = store.sha256_matches(entry.sha256, actual)

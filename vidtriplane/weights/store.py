@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from vidtriplane.paths import home_dir
 from vidtriplane.weights.registry import WeightEntry, format_bytes
@@ -90,24 +90,25 @@ def temp_path_beside(dest: Path) -> Path:
     return Path(name)
 
 
-def atomic_copy(src: Path, dest: Path) -> None:
-    """Copy ``src`` to ``dest`` through a temp file + rename; ``dest`` is either absent or complete."""
+def atomic_write(dest: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(temp_path)`` on a temp file beside ``dest``, then rename it to ``dest``; ``dest`` is
+    either absent or complete."""
     tmp = temp_path_beside(dest)
     try:
-        shutil.copyfile(src, tmp)
+        write(tmp)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_copy(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` through a temp file + rename."""
+    atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def atomic_write_text(dest: Path, text: str) -> None:
     """Write a small text file atomically."""
-    tmp = temp_path_beside(dest)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(dest, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_source_record(entry: WeightEntry, **fields: Any) -> None:

@@ -9,7 +9,8 @@ the shapes of our own models built on the ``meta`` device (no memory, no weights
 check is used instead: entry counts and a few anchor shapes of the official checkpoint layout.
 
 Part names are the sections of the official state_dict manifest: ``psp_encoder``, ``triplanenet_encoder``
-(v1), ``triplanenet_v2_encoder_pixelshuffle``, ``triplanenet_v2_encoder_upsample``, ``eg3d_G``.
+(v1), ``triplanenet_v2_encoder_pixelshuffle``, ``triplanenet_v2_encoder_upsample``, ``eg3d_G``; plus the
+MTCNN networks ``mtcnn_pnet``, ``mtcnn_rnet``, ``mtcnn_onet`` (facenet-pytorch's files, not in the manifest).
 """
 from __future__ import annotations
 
@@ -44,6 +45,13 @@ _COARSE: dict[str, tuple[int, dict[str, Shape]]] = {
     "eg3d_G": (176, {"backbone.synthesis.b4.const": (512, 4, 4), "backbone.mapping.w_avg": (512,),
                      "decoder.net.0.weight": (64, 32), "superresolution.block1.torgb.weight": (3, 128, 1, 1)}),
 }
+# The same for the MTCNN networks (facenet-pytorch's pnet.pt / rnet.pt / onet.pt; not in the official manifest).
+_COARSE_MTCNN: dict[str, tuple[int, dict[str, Shape]]] = {
+    "mtcnn_pnet": (13, {"conv1.weight": (10, 3, 3, 3), "conv4_2.weight": (4, 32, 1, 1)}),
+    "mtcnn_rnet": (16, {"conv1.weight": (28, 3, 3, 3), "dense4.weight": (128, 576)}),
+    "mtcnn_onet": (21, {"conv1.weight": (32, 3, 3, 3), "dense5.weight": (256, 1152), "dense6_3.weight": (10, 256)}),
+}
+MTCNN_PARTS = {"pnet.": "mtcnn_pnet", "rnet.": "mtcnn_rnet", "onet.": "mtcnn_onet"}
 
 ALEXNET_SHAPES: dict[str, Shape] = {
     "features.0.weight": (64, 3, 11, 11), "features.0.bias": (64,),
@@ -111,6 +119,10 @@ def _build_part(part: str) -> "torch.nn.Module | None":
         from vidtriplane.models.eg3d import EG3DConfig, EG3DGenerator
 
         return EG3DGenerator(EG3DConfig())
+    if part in MTCNN_PARTS.values():
+        from vidtriplane.models import mtcnn
+
+        return {"mtcnn_pnet": mtcnn.PNet, "mtcnn_rnet": mtcnn.RNet, "mtcnn_onet": mtcnn.ONet}[part]()
     return None
 
 
@@ -125,21 +137,29 @@ def expected_shapes(kind: str, *, variant: str = "pixelshuffle",
     """The full expected {key: shape} of a registry kind's state_dict, or None when it cannot be built.
 
     ``triplanenet-v1``/``-v2``: the checkpoint's ``state_dict`` (v2 with the given decoder ``variant``);
-    ``eg3d-pth``/``eg3d-pkl``: the generator (``G_ema``); ``alexnet``/``lpips-linear``: fixed tables.
+    ``eg3d-pth``/``eg3d-pkl``: the generator (``G_ema``); ``alexnet``/``lpips-linear``: fixed tables;
+    ``mtcnn``: the three networks under ``pnet.``, ``rnet.``, ``onet.``.
     """
     exp = expectations or model_shapes
     if kind in ("triplanenet-v1", "triplanenet-v2"):
-        out: dict[str, Shape] = {}
-        for prefix, part in _triplanenet_parts(int(kind[-1]), variant).items():
-            shapes = exp(part)
-            if shapes is None:
-                return None
-            out.update({prefix + k: tuple(v) for k, v in shapes.items()})
-        return out
+        return _prefixed(_triplanenet_parts(int(kind[-1]), variant), exp)
     if kind in ("eg3d-pth", "eg3d-pkl"):
         shapes = exp("eg3d_G")
         return None if shapes is None else {k: tuple(v) for k, v in shapes.items()}
+    if kind == "mtcnn":
+        return _prefixed(MTCNN_PARTS, exp)
     return {"alexnet": ALEXNET_SHAPES, "lpips-linear": LPIPS_ALEX_SHAPES}.get(kind)
+
+
+def _prefixed(parts: Mapping[str, str], exp: Expectations) -> dict[str, Shape] | None:
+    """The expected shapes of several parts joined under their key prefixes; None if one is unknown."""
+    out: dict[str, Shape] = {}
+    for prefix, part in parts.items():
+        shapes = exp(part)
+        if shapes is None:
+            return None
+        out.update({prefix + k: tuple(v) for k, v in shapes.items()})
+    return out
 
 
 def compare(found: ShapeMap, part: str, expectations: Expectations) -> list[str]:
@@ -149,7 +169,7 @@ def compare(found: ShapeMap, part: str, expectations: Expectations) -> list[str]
     expected = expectations(part)
     if expected is not None:
         return [f"{part}: {problem}" for problem in diff_shapes(found, expected).describe()]
-    count, anchors = _COARSE[part]
+    count, anchors = _COARSE[part] if part in _COARSE else _COARSE_MTCNN[part]
     diff = diff_shapes({k: found[k] for k in anchors if k in found}, anchors)
     counted = [] if len(found) == count else [f"{len(found)} entries (expected {count})"]
     return [f"{part}: {problem}" for problem in counted + diff.describe()]
@@ -235,6 +255,19 @@ def _check_irse(obj: Any, kind: str, expectations: Expectations) -> ValidationRe
     return ValidationReport(kind, f"{kind}: {len(state)} tensors")
 
 
+def _check_mtcnn(obj: Any, expectations: Expectations) -> ValidationReport:
+    """The three MTCNN networks in one state_dict, keys prefixed ``pnet.``, ``rnet.``, ``onet.``."""
+    state = shapes_of(_parsed(checkpoints.tensor_dict, obj, "the MTCNN state_dict"))
+    problems: list[str] = []
+    for prefix, part in MTCNN_PARTS.items():
+        problems += compare(split_prefix(state, prefix), part, expectations)
+    other = [k for k in state if not k.startswith(tuple(MTCNN_PARTS))]
+    if other:
+        problems.append(f"keys outside pnet/rnet/onet: {', '.join(other[:5])}")
+    _fail(problems, "MTCNN weights do not match the P/R/O-nets")
+    return ValidationReport("mtcnn", f"MTCNN P/R/O-net: {len(state)} tensors")
+
+
 def check_onnx(path: Path) -> ValidationReport:
     """A cheap ONNX sniff: a protobuf whose first field is ir_version (tag 0x08)."""
     with open(path, "rb") as f:
@@ -255,6 +288,8 @@ def validate_object(kind: str, obj: Any, *, expectations: Expectations | None = 
         return _check_irse(obj, kind, exp)
     if kind in ("alexnet", "lpips-linear"):
         return _check_fixed(obj, kind, expected_shapes(kind) or {})
+    if kind == "mtcnn":
+        return _check_mtcnn(obj, exp)
     raise ValueError(f"no object check for kind {kind!r}")
 
 
