@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +84,10 @@ def test_messages(tmp_path):
     (tmp_path / "data" / "dataset.json").unlink()
     result = cli(str(image), "-o", str(tmp_path / "x.ply"), *TINY)
     assert result.exit_code == 2 and "there is no dataset.json beside it" in result.output
+
+
+def test_video_frames_through_the_face_preprocessing(tmp_path):
+    sample = Path(__file__).resolve().parents[2] / "samples" / "astronaut.mp4"
+    result = cli(str(sample), "--frames", "0,3", "-o", str(tmp_path / "a.ply"), *TINY, "--level", "-1")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.glob("a_*.ply")) == ["a_000000.ply", "a_000003.ply"]

@@ -122,3 +122,22 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_statistics():
     assert all(torch.allclose(a[k].grad, b[k].grad, atol=1e-6) for k in a)
     sa, sb = nets[0].state_dict(), nets[1].state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)  # BN counted the batch once
+
+
+def test_v2_on_a_dataset_folder_with_workers_mirror_copies_and_a_validation_folder(tmp_path):
+    import numpy as np
+
+    from tests.train.test_data import make_dataset
+
+    data = tmp_path / "data"
+    make_dataset(data, n=4, size=128)
+    (data / "conf_map").mkdir()
+    np.save(data / "conf_map" / "000001.npy", np.ones((256, 256), np.float32))
+    rows = run(tmp_path, "model.version=2", f"data.dataset={data}", f"data.val_dataset={data}", "data.mirror=true",
+               "data.synthetic_ratio=0.5", "data.workers=1", "train.max_steps=2", "train.add_triplanenet=1",
+               "train.val_every=2", "train.val_batches=1")
+    assert [r["step"] for r in rows] == [0, 1] and rows[1]["loss_l1_triplane_mirror"] is not None
+    val = read_metrics(tmp_path / "run" / "val.jsonl")
+    assert len(val) == 1 and val[0]["step"] == 1 and "loss_triplane" in val[0]
+    ckpt = load(tmp_path / "run" / "checkpoints" / LAST)
+    assert ckpt["data"]["samples"] == 16  # 4 images + 4 mirror copies + as many synthetic samples
