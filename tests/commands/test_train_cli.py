@@ -99,6 +99,8 @@ def test_bad_data_is_one_message_before_training(tmp_path):
     assert result.exit_code == 2
     assert f"{data} has no dataset.json" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    result = cli("train", "-o", str(tmp_path / "run"), "--config", "train-tiny", *SHORT, "--set", "data.synthetic_ratio=0.5")
+    assert result.exit_code == 2 and "data.dataset is empty" in result.output
 
 
 def test_dry_run_prints_the_resolved_config(tmp_path):

@@ -114,7 +114,22 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, procs: Process
     np.random.seed((rt.seed + procs.rank) % 2**32)
     random.seed(rt.seed + procs.rank)
 
-    # 2. networks and optimisers
+    # 2. the data folders, checked before anything is built
+    if cfg.data.synthetic_ratio < 1 and not cfg.data.dataset:
+        raise data_mod.DataError("data.dataset is empty: give the folder of aligned crops + dataset.json "
+                                 "(vidtriplane preprocess), or set data.synthetic_ratio=1 for synthetic samples only")
+    images = data_mod.scan_dataset(cfg.data.dataset) if cfg.data.synthetic_ratio < 1 else None
+    if images is None and cfg.data.dataset:
+        log.info("data.synthetic_ratio=1: data.dataset is not used (synthetic samples only)")
+    if images is not None and cfg.model.version == 2:
+        images = data_mod.with_conf_maps(images, cfg.data.conf_maps)
+    val_images = None
+    if procs.main and t.val_batches and cfg.data.val_dataset:
+        val_images = data_mod.scan_dataset(cfg.data.val_dataset, what="data.val_dataset")
+        if cfg.model.version == 2:
+            val_images = data_mod.with_conf_maps(val_images)
+
+    # 3. networks and optimisers
     net = build_network(cfg).to(device)
     loss_nets = build_loss_nets(cfg, device)
     gen_cfg = net.decoder.cfg
@@ -138,12 +153,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, procs: Process
     opt_tri = Ranger(net.triplanenet_encoder.parameters(), lr=o.lr_triplane, **ranger)
     opt_d = torch.optim.Adam(D.parameters(), lr=o.lr_discriminator) if D is not None else None
 
-    # 3. data (checked before anything is trained)
-    images = data_mod.scan_dataset(cfg.data.dataset) if cfg.data.synthetic_ratio < 1 else None
-    if images is None and cfg.data.dataset:
-        log.info("data.synthetic_ratio=1: data.dataset is not used (synthetic samples only)")
-    if images is not None and cfg.model.version == 2:
-        images = data_mod.with_conf_maps(images, cfg.data.conf_maps)
+    # 4. samples: real ones read by the workers, synthetic ones rendered here
     image_size = gen_cfg.img_resolution if D is not None else input_size
     common = dict(image_size=image_size, conf_size=input_size, z_dim=gen_cfg.z_dim, seed=rt.seed,
                   camera=cfg.data.camera)
@@ -159,10 +169,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, procs: Process
     val_keys, val_set = [], None
     if procs.main and t.val_batches:
         n_val = t.val_batches * t.batch_size
-        if cfg.data.val_dataset:
-            val_images = data_mod.scan_dataset(cfg.data.val_dataset, what="data.val_dataset")
-            if cfg.model.version == 2:
-                val_images = data_mod.with_conf_maps(val_images)
+        if val_images is not None:
             val_set = data_mod.TrainSamples(val_images, synthetic=0, **common)
             val_keys = [(0, i) for i in range(min(n_val, len(val_set)))]
         else:
@@ -170,7 +177,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, procs: Process
             val_keys = [(data_mod.VALIDATION_EPOCH, i) for i in range(n_val)]
     camera_pool = torch.from_numpy(images.labels) if images is not None else None
 
-    # 4. resume
+    # 5. resume
     start, best = 0, None
     ckpt_dir = ckpt_io.checkpoint_dir(run_dir)
     if resume:
@@ -202,7 +209,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, procs: Process
         log.info("the run is already at step %d of train.max_steps=%d; nothing to do", start, t.max_steps)
         return {"steps": start, "best_val_loss": best, "last": str(ckpt_dir / ckpt_io.LAST)}
 
-    # 5. the loop
+    # 6. the loop
     runlog = RunLog(run_dir, start_step=start) if procs.main else None
     kw = steps.render_kwargs(cfg)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if rt.precision == "bf16" else nullcontext())
@@ -271,7 +278,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, procs: Process
         values: dict[str, Optional[float]] = {"loss_psp": None, "loss_triplane": None}
         total = 0.0
 
-        # 5a. first branch: pSp through the frozen generator
+        # 6a. first branch: pSp through the frozen generator
         net.psp_encoder.train(train_psp).requires_grad_(train_psp)
         with torch.set_grad_enabled(train_psp), autocast:
             first = steps.first_branch(net, inp, kw, version=version)
@@ -280,7 +287,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, procs: Process
             values.update(terms)
             total += steps.branch_total(terms, "psp")
 
-        # 5b. second branch: tri-plane encoder on detached inputs
+        # 6b. second branch: tri-plane encoder on detached inputs
         net.triplanenet_encoder.train(train_tri).requires_grad_(train_tri)
         if train_tri:
             with autocast:
@@ -289,7 +296,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, procs: Process
             values.update(terms)
             total += steps.branch_total(terms, "triplane")
 
-            # 5c. v2 GAN: generator step of the tri-plane branch, discriminator step, lazy R1 every r1_every steps
+            # 6c. v2 GAN: generator step of the tri-plane branch, discriminator step, lazy R1 every r1_every steps
             if D is not None and step >= t.add_discriminator:
                 camera = steps.adversarial_camera(inp, cfg, camera_pool)
                 with autocast:
@@ -307,7 +314,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, procs: Process
         done = step + 1
         last_step = done == t.max_steps
 
-        # 5d. logs, image grids, validation, checkpoints (outside the training RNG streams)
+        # 6d. logs, image grids, validation, checkpoints (outside the training RNG streams)
         if procs.main and (step % t.log_every == 0 or last_step):
             runlog.step(step, {**values, "seconds": time.perf_counter() - t0})
             bar.set_postfix(loss=f"{total:.4f}", refresh=False)
