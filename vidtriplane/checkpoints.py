@@ -248,6 +248,8 @@ def load_triplanenet(
     ``config`` overrides the shapes (e.g. tiny test models)."""
     ckpt = read_triplanenet_checkpoint(path)
     eg = read_eg3d_checkpoint(eg3d) if isinstance(eg3d, (str, Path)) else eg3d
+    if config is None and (trained := trained_model(ckpt, eg)) is not None:  # a `vidtriplane train` file
+        config, eg = trained
     if config is None:
         g = eg.config if eg is not None else EG3DConfig()
         psp = PSPConfig(style_dim=g.w_dim, n_styles=g.num_ws, input_size=g.backbone_resolution)
@@ -273,6 +275,35 @@ def load_triplanenet(
                  config.psp.n_styles)
         net.set_latent_avg(net.decoder.backbone.mapping.w_avg)
     return net.eval()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints written by `vidtriplane train` (train-loop): they describe their own model
+
+
+def trained_model(ckpt: TriPlaneNetCheckpoint,
+                  eg: EG3DCheckpoint | None) -> tuple[TriPlaneNetConfig, EG3DCheckpoint] | None:
+    """The model a ``vidtriplane train`` checkpoint describes in ``opts["vidtriplane"]`` (any size, e.g. tiny)
+    and its latent_avg; the generator comes from the checkpoint's ``decoder.*`` unless an EG3D file is
+    given. None for other checkpoints (the official ones)."""
+    from dataclasses import replace
+
+    from vidtriplane.config.base import from_mapping
+
+    desc = ckpt.opts.get("vidtriplane")
+    if not isinstance(desc, Mapping):
+        return None
+    try:
+        config = from_mapping(TriPlaneNetConfig, desc["model"])
+        latent_avg = desc["latent_avg"]
+        assert isinstance(latent_avg, torch.Tensor)
+    except (KeyError, ValueError, TypeError, AssertionError) as exc:
+        raise CheckpointError(f"opts['vidtriplane'] of this checkpoint does not describe a model ({exc}); "
+                              "was it written by another vidtriplane version?") from None
+    if eg is None:
+        decoder = {k[len("decoder."):]: v for k, v in ckpt.state_dict.items() if k.startswith("decoder.")}
+        return config, EG3DCheckpoint(state_dict=decoder, config=config.eg3d, latent_avg=latent_avg)
+    return config, replace(eg, latent_avg=latent_avg)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -365,8 +396,9 @@ def converted_as_eg3d_pth(path: Path) -> dict:
 
 
 __all__ = [
-    "load_face_embedder", "load_lpips", "CheckpointError", "EG3DCheckpoint", "PARTS", "PREFIXES", "StateDictMismatch", "TriPlaneNetCheckpoint",
+    "CheckpointError", "EG3DCheckpoint", "PARTS", "PREFIXES", "StateDictMismatch", "TriPlaneNetCheckpoint",
     "config_path_for", "converted_as_eg3d_pth", "detect_v2_variant", "detect_version", "eg3d_config_from_init_kwargs",
-    "encoder_part", "load_eg3d", "load_mtcnn", "load_triplanenet", "parse_eg3d", "parse_triplanenet", "read_converted",
-    "read_eg3d_checkpoint", "read_torch_file", "read_triplanenet_checkpoint", "save_converted", "tensor_dict",
+    "encoder_part", "load_eg3d", "load_face_embedder", "load_lpips", "load_mtcnn", "load_triplanenet", "parse_eg3d",
+    "parse_triplanenet", "read_converted", "read_eg3d_checkpoint", "read_torch_file", "read_triplanenet_checkpoint",
+    "save_converted", "tensor_dict", "trained_model",
 ]

@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("vidtriplane.commands.render", "Render a talking-head video (file, folder or pipe) from novel cameras."),
     "bench": ("vidtriplane.commands.bench", "Frames per second of the model and the whole pipeline (generated weights)."),
     "presets": ("vidtriplane.commands.presets", "List the config presets and named pipelines, by kind."),
+    "train": ("vidtriplane.commands.train", "Train TriPlaneNet v1/v2 into a run folder, or resume one."),
+    "evaluate": ("vidtriplane.commands.evaluate", "The paper's metrics for a model on aligned crops, or between two folders."),
+    "export-mesh": ("vidtriplane.commands.export_mesh", "A .ply/.obj mesh of the inverted head (image + label, or video frames)."),
 }
 
 

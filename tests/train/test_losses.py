@@ -7,7 +7,7 @@ import torch
 from tests.models.random_nets import random_face_embedder, random_lpips
 from vidtriplane.models.arcface import FaceEmbedder
 from vidtriplane.models.discriminator import Discriminator, DiscriminatorConfig
-from vidtriplane.train.config import LossConfig
+from vidtriplane.config.train import LossConfig
 from vidtriplane.train.losses import (
     LossNets,
     conf_weighted_mean,

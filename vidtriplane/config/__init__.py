@@ -7,7 +7,9 @@ instant. Modules:
 * ``presets``     preset and pipeline lookup, the one resolution order (:func:`resolve`);
 * ``media``       reader / writer configs;
 * ``preprocess``  landmarks, crop, pose, smoothing, matting;
-* ``render``      model, inversion, rendering, composite, runtime; ``PipelineConfig`` = a render run.
+* ``render``      model, inversion, rendering, composite, runtime; ``PipelineConfig`` = a render run;
+* ``train``       ``TrainConfig`` (model, data, loss weights, optimiser, schedule, runtime) of a training run;
+* ``evaluate``    ``EvalConfig``: the official evaluation protocol's settings.
 """
 from vidtriplane.config.base import (
     ConfigError,

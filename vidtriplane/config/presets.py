@@ -21,14 +21,18 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from vidtriplane.config.base import ConfigError, apply_overrides, from_mapping, load_yaml, merge
+from vidtriplane.config.evaluate import EvalConfig
 from vidtriplane.config.preprocess import PreprocessConfig
 from vidtriplane.config.render import PipelineConfig
+from vidtriplane.config.train import TrainConfig
 from vidtriplane.paths import home_dir, package_presets_dir
 
 #: config kind -> the dataclass a preset of that kind maps onto
 KINDS: dict[str, type] = {
     "render": PipelineConfig,
     "preprocess": PreprocessConfig,
+    "train": TrainConfig,
+    "evaluate": EvalConfig,
 }
 PIPELINE_KEYS = {"description", "stages", "presets", "set"}
 

@@ -46,6 +46,11 @@ def resolve_weight_files(cfg: ModelConfig):
         checkpoint = resolve(cfg.checkpoint or f"triplanenet-v{cfg.version}")
     else:
         checkpoint = Path(cfg.weights)
+        # (train-loop) a `vidtriplane train` checkpoint carries its generator and latent_avg: no EG3D file
+        from vidtriplane.train.checkpoint import is_self_contained
+
+        if is_self_contained(checkpoint):
+            return WeightFiles(checkpoint=checkpoint, eg3d=None)
     return WeightFiles(checkpoint=checkpoint, eg3d=resolve(cfg.eg3d) if cfg.eg3d else None)
 
 

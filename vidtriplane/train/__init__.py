@@ -1,1 +1,2 @@
-"""Training building blocks: loss configuration, losses, optimiser (the loop lives elsewhere)."""
+"""Training: data, losses, optimiser, distributed helpers, checkpoints, logs and the loop (loss weights and the
+run config live in ``vidtriplane.config.train``)."""

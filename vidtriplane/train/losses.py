@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from vidtriplane.models.arcface import FaceEmbedder
 from vidtriplane.models.lpips import LPIPS
-from vidtriplane.train.config import LossConfig
+from vidtriplane.config.train import LossConfig
 
 Terms = dict[str, float]
 # The face region of a 256 image fed to ArcFace (``tpn:criteria/id_loss.py``): rows 35:223, cols 32:220.
