@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tests.train.test_data import make_dataset
+from vidtriplane.eval.aligner import ID_ALIGNER_MISSING
 from vidtriplane.cli import main
 
 
@@ -43,7 +44,7 @@ def test_identical_folders_score_perfectly(tmp_path, faces):
     assert metrics["count"] == 3 and metrics["mse"] == 0.0
     assert metrics["msssim"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["lpips"] is None and "vidtriplane weights fetch alexnet" in metrics["missing"]["lpips"]
-    assert metrics["id"] is None and metrics["missing"]["id"] == "needs the MTCNN face detector weights"
+    assert metrics["id"] is None and metrics["missing"]["id"] == ID_ALIGNER_MISSING
     assert metrics["per_image"]["name"] == ["00", "01", "02"] and metrics["per_image"]["mse"] == [0.0] * 3
     assert "L2 (MSE)" in result.stdout and "MS-SSIM" in result.stdout
 
@@ -104,7 +105,7 @@ def test_a_model_on_aligned_crops(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["count"] == 3 and metrics["mse"] > 0 and 0 < metrics["msssim"] < 1
     assert metrics["novel_view_id"] == {"per_yaw": {"-0.4": None, "0.4": None}, "mean": None}
-    assert metrics["missing"]["novel_view_id"] == "needs the MTCNN face detector weights"
+    assert metrics["missing"]["novel_view_id"] == ID_ALIGNER_MISSING
     assert metrics["seconds_per_image"] > 0 and len(metrics["per_image"]["mse"]) == 3
     strips = sorted(p.name for p in (out / "strips").iterdir())
     assert strips == ["000000.png", "000001.png", "000002.png"]

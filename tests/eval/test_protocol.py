@@ -20,10 +20,22 @@ from vidtriplane.pipeline.build import build_generated
 from vidtriplane.train.data import scan_dataset
 
 
-def test_the_paper_yaws_and_no_detector_yet():
+def test_the_paper_yaws_and_settings():
     assert NOVEL_VIEW_YAWS == (-0.8, -0.6, -0.4, -0.2, 0.2, 0.4, 0.6, 0.8)
     assert EvalConfig().depth_samples == 96 and EvalConfig().importance_samples == 96 and EvalConfig().size == 256
-    assert id_aligner() is None
+
+
+def test_the_id_aligner_comes_from_the_mtcnn_weights_in_the_store(tmp_path, monkeypatch, mtcnn_wheel):
+    from tests.stages.face_media import astronaut
+    from vidtriplane.weights import import_file
+
+    monkeypatch.setenv("VIDTRIPLANE_HOME", str(tmp_path))
+    monkeypatch.setenv("VIDTRIPLANE_OFFLINE", "1")
+    assert id_aligner() is None  # no weights: the ID metric is reported as missing
+    import_file("mtcnn", mtcnn_wheel)
+    align = id_aligner("cpu")
+    faces, found = align(np.stack([astronaut(), np.zeros_like(astronaut())]))
+    assert found.tolist() == [True, False] and tuple(faces.shape) == (2, 3, 112, 112)
 
 
 def test_novel_cameras_are_absolute_yaws_with_the_input_intrinsics():

@@ -10,7 +10,7 @@ the official script times whole batches with every novel view and without synchr
 Folder mode compares two folders of images matched by file name, with the same metrics (no model).
 
 ID is the raw cosine similarity of CurricularFace embeddings, as the official code reports it (the v1 paper
-printed 0.5 * cos + 0.5). It needs a face detector for the 112x112 alignment (:func:`id_aligner`).
+printed 0.5 * cos + 0.5). It needs the MTCNN face detector for the 112x112 alignment (:func:`id_aligner`).
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def load_metric_nets(cfg: EvalConfig, device: torch.device) -> tuple[MetricNets,
         lpips = load_lpips(_registry_file("alexnet"), _registry_file("lpips-alex-v0.1")).to(device)
     except Exception as exc:  # noqa: BLE001 - missing, undownloadable or bad files: the metric is left out
         log.warning("LPIPS is not computed: %s", str(exc).splitlines()[0])
-    align = id_aligner()
+    align = id_aligner(device)
     if align is not None:
         candidates = [cfg.id_model] + (["ir-se50"] if cfg.id_fallback and cfg.id_model != "ir-se50" else [])
         for name in candidates:
