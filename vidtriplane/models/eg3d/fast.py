@@ -1,0 +1,190 @@
+"""Fast pure-PyTorch EG3D volume rendering: the ``compiled`` backend (wrapped in ``torch.compile``).
+
+Computes what :func:`vidtriplane.models.eg3d.renderer.render_rays` computes (same depths, same random
+numbers, same compositing) with a layout that fuses well:
+
+1. :func:`planes_channels_last` - planes [B, 3, C, H, W] -> [B, 3, H, W, C] once per call, so one
+   bilinear tap reads C contiguous numbers.
+2. :func:`triplane_features` - one gather-based bilinear lookup of all 3 planes x 4 taps, summed into
+   the plane mean (``grid_sample(align_corners=False, padding_mode='zeros')`` semantics, the box_warp
+   scaling and EG3D's (x, y), (x, z), (z, x) plane axes); no strided [B, 3, M, C] tensor to average.
+3. :func:`decode` - the OSG decoder MLP on contiguous [P, C] rows; raw density + widened sigmoid.
+4. :func:`merge_order` - both depth lists are already sorted: their merge positions come from
+   ``searchsorted`` (coarse first on ties, as a stable sort of ``cat[coarse, fine]``) instead of a sort.
+5. the reference :func:`ray_weights` / :func:`ray_march` for compositing (fused by the compiler).
+
+Without ``torch.compile`` the lookup materialises [P, 12, C] gathers: always run it compiled (the
+backend selection in :mod:`vidtriplane.models.eg3d.backends` does) except on tiny test shapes.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from vidtriplane.models.eg3d.decoder import OSGDecoder
+from vidtriplane.models.eg3d.renderer import (RenderResult, RenderSettings, coarse_depths, importance_depths,
+                                              ray_march, ray_weights)
+
+# (w1 [H, C], b1 [H], w2 [1 + C', H], b2 [1 + C']): the decoder with its run-time gains applied
+DecoderWeights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def planes_channels_last(planes: torch.Tensor) -> torch.Tensor:
+    """[B, 3, C, H, W] -> contiguous [B, 3, H, W, C]."""
+    return planes.permute(0, 1, 3, 4, 2).contiguous()
+
+
+def decoder_weights(decoder: OSGDecoder) -> DecoderWeights:
+    """The OSG decoder's two layers as plain tensors, equalised-lr gains applied (as its forward does)."""
+    fc1, fc2 = decoder.net[0], decoder.net[2]
+    return (fc1.weight * fc1.weight_gain, fc1.bias * fc1.bias_gain,
+            fc2.weight * fc2.weight_gain, fc2.bias * fc2.bias_gain)
+
+
+def plane_taps(u: torch.Tensor, v: torch.Tensor, height: int, width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The 4 bilinear taps of grid points (u, v) in [-1, 1] on an H x W plane: (row index, weight) each.
+
+    ``grid_sample(align_corners=False, padding_mode='zeros')``: u maps to the pixel coordinate
+    ``((u + 1) * W - 1) / 2``; taps outside the plane get weight 0 and a clamped (valid) index.
+    Taps in grid_sample's order (north-west, north-east, south-west, south-east).
+    """
+    ix = ((u + 1) * width - 1) / 2
+    iy = ((v + 1) * height - 1) / 2
+    x0, y0 = ix.floor(), iy.floor()
+    taps = []
+    for dy in (0, 1):
+        for dx in (0, 1):
+            x, y = x0 + dx, y0 + dy
+            wx = (x0 + 1 - ix) if dx == 0 else (ix - x0)
+            wy = (y0 + 1 - iy) if dy == 0 else (iy - y0)
+            inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+            row = y.clamp(0, height - 1).long() * width + x.clamp(0, width - 1).long()
+            taps.append((row, torch.where(inside, wx * wy, torch.zeros_like(wx))))
+    return taps
+
+
+def triplane_features(planes_cl: torch.Tensor, points: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """Mean over the 3 planes of the bilinear features: planes [B, 3, H, W, C], points [B, P, 3] -> [B, P, C].
+
+    Points are scaled by ``2 / box_warp``; plane k reads grid (u, v) = (x, y), (x, z), (z, x) (EG3D's
+    axes, the third plane is ZX). Written as a sum of 12 gathers so the compiler fuses it into one loop.
+    """
+    b, _, h, w, c = planes_cl.shape
+    rows = planes_cl.reshape(-1, c)
+    x, y, z = (points * (2 / box_warp)).unbind(-1)
+    first = torch.arange(b, device=points.device).view(b, 1) * (3 * h * w)  # row of plane 0 per sample
+    total = None
+    for k, (u, v) in enumerate(((x, y), (x, z), (z, x))):
+        plane = None
+        for row, weight in plane_taps(u, v, h, w):
+            term = rows[first + k * h * w + row] * weight.unsqueeze(-1).to(rows.dtype)
+            plane = term if plane is None else plane + term
+        total = plane if total is None else total + plane
+    return total.float() / 3
+
+
+def decode(features: torch.Tensor, weights: DecoderWeights) -> torch.Tensor:
+    """OSG decoder on [..., C] features -> [..., 1 + C']: raw density, then ``sigmoid * (1 + 2e-3) - 1e-3``."""
+    w1, b1, w2, b2 = weights
+    shape = features.shape[:-1]
+    hidden = F.softplus(torch.addmm(b1, features.reshape(-1, features.shape[-1]), w1.t()))
+    out = torch.addmm(b2, hidden, w2.t())
+    colors = torch.sigmoid(out[:, 1:]) * (1 + 2 * 0.001) - 0.001
+    return torch.cat([out[:, :1], colors], 1).reshape(*shape, -1)
+
+
+def sample_features(planes_cl: torch.Tensor, weights: DecoderWeights, origins: torch.Tensor, dirs: torch.Tensor,
+                    depths: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """Decoded samples [B, M, N, 1 + C'] at depths [B, M, N] along rays origins/dirs [B, M, 3]."""
+    b, m, n = depths.shape
+    points = origins.unsqueeze(2) + depths.unsqueeze(-1) * dirs.unsqueeze(2)
+    return decode(triplane_features(planes_cl, points.reshape(b, m * n, 3), box_warp), weights).reshape(b, m, n, -1)
+
+
+def merge_order(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Index into ``cat[first, second]`` of each merged position, [R, N + F], for sorted rows [R, N], [R, F].
+
+    Element i of ``first`` lands at ``i + #(second < first_i)``, element j of ``second`` at
+    ``j + #(first <= second_j)`` (ties: ``first`` before ``second``, like a stable sort).
+    """
+    r, n = first.shape
+    f = second.shape[1]
+    pos_first = torch.arange(n, device=first.device) + torch.searchsorted(second, first, right=False)
+    pos_second = torch.arange(f, device=first.device) + torch.searchsorted(first, second, right=True)
+    src = torch.arange(n + f, device=first.device).expand(r, -1)
+    order = torch.empty(r, n + f, dtype=torch.long, device=first.device)
+    order.scatter_(1, pos_first, src[:, :n])
+    order.scatter_(1, pos_second, src[:, n:])
+    return order
+
+
+def coarse_pass(planes_cl: torch.Tensor, weights: DecoderWeights, origins: torch.Tensor, dirs: torch.Tensor,
+                depths: torch.Tensor, box_warp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples [B, M, N, 1 + C'] and compositing weights [B, M, N - 1] at coarse depths [B, M, N]."""
+    samples = sample_features(planes_cl, weights, origins, dirs, depths, box_warp)
+    return samples, ray_weights(samples[..., :1], depths.unsqueeze(-1))[..., 0]
+
+
+def fine_pass(planes_cl: torch.Tensor, weights: DecoderWeights, origins: torch.Tensor, dirs: torch.Tensor,
+              depths: torch.Tensor, samples: torch.Tensor, fine: torch.Tensor, box_warp: float,
+              white_back: bool) -> tuple[torch.Tensor, ...]:
+    """Decode sorted fine depths [B, M, F], merge with the coarse samples by depth, composite.
+
+    Returns (rgb [B, M, C'], depth [B, M, 1] unclamped, weights_total [B, M, 1], min depth, max depth).
+    """
+    b, m, n = depths.shape
+    fine_samples = sample_features(planes_cl, weights, origins, dirs, fine, box_warp)
+    order = merge_order(depths.reshape(b * m, n), fine.reshape(b * m, -1)).view(b, m, -1)
+    all_depths = torch.cat([depths, fine], 2).gather(2, order).unsqueeze(-1)
+    all_samples = torch.cat([samples, fine_samples], 2)
+    all_samples = all_samples.gather(2, order.unsqueeze(-1).expand(-1, -1, -1, all_samples.shape[-1]))
+    rgb, depth, ray_w = ray_march(all_samples[..., 1:], all_samples[..., :1], all_depths, white_back=white_back,
+                                  clamp_depth=False)
+    return rgb, depth, ray_w.sum(2), torch.minimum(depths.min(), fine.min()), torch.maximum(depths.max(), fine.max())
+
+
+Passes = tuple[Callable[..., tuple[torch.Tensor, torch.Tensor]], Callable[..., tuple[torch.Tensor, ...]]]
+
+
+def render_rays_fast(planes: torch.Tensor, decoder: OSGDecoder, origins: torch.Tensor, dirs: torch.Tensor,
+                     settings: RenderSettings, *, generator: torch.Generator | None = None,
+                     passes: Passes = (coarse_pass, fine_pass)) -> RenderResult:
+    """``render_rays`` with the fast layout; ``passes`` are (compiled) :func:`coarse_pass`/:func:`fine_pass`.
+
+    Depths and random numbers come from the reference :func:`coarse_depths`/:func:`importance_depths`
+    in the same order, so ``stochastic`` sampling with a seeded generator matches the eager backend.
+    """
+    coarse_fn, fine_fn = passes
+    b, m, _ = origins.shape
+    planes_cl = planes_channels_last(planes.float())
+    weights = tuple(t.detach().float() for t in decoder_weights(decoder))
+    step = m if settings.chunk_rays <= 0 else max(1, settings.chunk_rays // b)
+    parts = []
+    for s in range(0, m, step):
+        o, d = origins[:, s:s + step], dirs[:, s:s + step]
+        # 1. coarse depths (reference function: same jitter draws), samples and weights
+        depths = coarse_depths(b, o.shape[1], settings.depth_resolution, settings.ray_start, settings.ray_end,
+                               sampling=settings.sampling, generator=generator, device=o.device)[..., 0]
+        samples, ray_w = coarse_fn(planes_cl, weights, o, d, depths, settings.box_warp)
+        n_imp = settings.depth_resolution_importance
+        if n_imp == 0:
+            rgb, depth, w = ray_march(samples[..., 1:], samples[..., :1], depths.unsqueeze(-1),
+                                      white_back=settings.white_back, clamp_depth=False)
+            parts.append((rgb, depth, w.sum(2), depths.min(), depths.max()))
+            continue
+        # 2. importance depths (reference function), sorted for the merge when u was random
+        fine = importance_depths(depths.unsqueeze(-1), ray_w.unsqueeze(-1), n_imp, sampling=settings.sampling,
+                                 generator=generator)[..., 0]
+        if settings.sampling == "stochastic":
+            fine = fine.sort(-1).values
+        # 3. fine samples, merge by depth, composite
+        parts.append(fine_fn(planes_cl, weights, o, d, depths, samples, fine, settings.box_warp,
+                             settings.white_back))
+    rgb = torch.cat([p[0] for p in parts], 1)
+    depth = torch.cat([p[1] for p in parts], 1)
+    lo = torch.stack([p[3] for p in parts]).min()
+    hi = torch.stack([p[4] for p in parts]).max()
+    return RenderResult(features=rgb, depth=torch.clamp(depth, lo, hi),
+                        weights_total=torch.cat([p[2] for p in parts], 1))
