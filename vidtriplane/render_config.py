@@ -113,6 +113,11 @@ class RenderConfig:
     """deterministic: no jitter between frames (no sampling flicker); stochastic: like training."""
     size: int = 512
     """Side of the rendered images that are passed on (512 = the generator's output)."""
+    backend: Literal["eager", "compiled", "triton", "auto"] = "eager"
+    """Model execution: eager (the reference), compiled (torch.compile'd renderer), triton (fused CUDA
+    kernels), auto (triton on CUDA when installed, else compiled)."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Encoders, generator backbone and super-resolution under autocast (ray compositing stays fp32)."""
 
     def __post_init__(self) -> None:
         if not self.views:

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.util
 import logging
@@ -23,8 +22,7 @@ import torch
 
 from vidtriplane.models.eg3d import fast
 from vidtriplane.models.eg3d.decoder import OSGDecoder
-from vidtriplane.models.eg3d.renderer import (RenderResult, RenderSettings, coarse_depths, importance_depths,
-                                              render_rays)
+from vidtriplane.models.eg3d.renderer import RenderResult, RenderSettings, coarse_depths, render_rays
 from vidtriplane.models.precision import PRECISION_DTYPES, check_precision
 
 log = logging.getLogger(__name__)
@@ -106,13 +104,11 @@ def render_rays_compiled(planes: torch.Tensor, decoder: OSGDecoder, origins: tor
     """The ``compiled`` backend; the eager renderer after a compile failure (warned once)."""
     if _COMPILED.failed:
         return render_rays(planes, decoder, origins, dirs, settings, generator=generator)
-    if origins.device.type == "cpu":
-        chunk = CPU_CHUNK_RAYS if settings.chunk_rays <= 0 else min(settings.chunk_rays, CPU_CHUNK_RAYS)
-        settings = dataclasses.replace(settings, chunk_rays=chunk)
+    compute_rays = CPU_CHUNK_RAYS if origins.device.type == "cpu" else 0
     state = generator.get_state() if generator is not None else None
     try:
         return fast.render_rays_fast(planes, decoder, origins, dirs, settings, generator=generator,
-                                     passes=_COMPILED.get())
+                                     passes=_COMPILED.get(), compute_rays=compute_rays)
     except _compile_errors() as exc:
         _COMPILED.fail(exc)
         if state is not None:  # replay the same random numbers
@@ -123,32 +119,40 @@ def render_rays_compiled(planes: torch.Tensor, decoder: OSGDecoder, origins: tor
 def render_rays_triton(planes: torch.Tensor, decoder: OSGDecoder, origins: torch.Tensor, dirs: torch.Tensor,
                        settings: RenderSettings, *, generator: torch.Generator | None = None,
                        plane_dtype: torch.dtype = torch.float32) -> RenderResult:
-    """The ``triton`` backend: coarse kernel -> importance depths (reference function) -> fused fine kernel."""
+    """The ``triton`` backend: per chunk of the reference (same random draws), coarse kernel -> importance
+    depths (reference sampler) -> fused fine kernel over the merged sorted depths."""
     from vidtriplane.kernels import triton_render as tr
 
     b, m, _ = origins.shape
     n, n_imp = settings.depth_resolution, settings.depth_resolution_importance
     planes_cl = tr.prepare_planes(planes, plane_dtype)
     dec = tr.prepare_decoder(*(t.detach() for t in fast.decoder_weights(decoder)))
-    o, d = origins.reshape(-1, 3).float(), dirs.reshape(-1, 3).float()
-    # 1. coarse depths (same random draws as the reference), coarse pass -> interval weights
-    depths = coarse_depths(b, m, n, settings.ray_start, settings.ray_end, sampling=settings.sampling,
-                           generator=generator, device=origins.device)[..., 0]
-    if n_imp > 0:
-        weights = tr.coarse_weights(planes_cl, dec, o, d, depths.reshape(b * m, n), settings.box_warp)
-        fine = importance_depths(depths.unsqueeze(-1), weights.view(b, m, n - 1, 1), n_imp,
-                                 sampling=settings.sampling, generator=generator)[..., 0]
-        fine = fine.sort(-1).values  # random u are unsorted; linspace u sorted up to rounding
-    else:
-        fine = depths.new_empty(b, m, 0)
-    # 2. fine pass over the merged sorted depths
-    rgb, depth, wsum = tr.fine_composite(planes_cl, dec, o, d, depths.reshape(b * m, n), fine.reshape(b * m, n_imp),
-                                         settings.box_warp, white_back=settings.white_back)
-    lo, hi = depths.min(), depths.max()
-    if n_imp > 0:
-        lo, hi = torch.minimum(lo, fine.min()), torch.maximum(hi, fine.max())
-    return RenderResult(features=rgb.view(b, m, -1), depth=torch.clamp(depth, lo, hi).view(b, m, 1),
-                        weights_total=wsum.view(b, m, 1))
+    step, starts = fast.chunk_starts(m, b, settings.chunk_rays)
+    parts = []
+    for s in starts:
+        o = origins[:, s:s + step].reshape(-1, 3).float()
+        d = dirs[:, s:s + step].reshape(-1, 3).float()
+        k = o.shape[0] // b
+        # 1. coarse depths, coarse pass -> interval weights -> sorted importance depths
+        depths = coarse_depths(b, k, n, settings.ray_start, settings.ray_end, sampling=settings.sampling,
+                               generator=generator, device=origins.device)[..., 0]
+        fine = depths.new_empty(b, k, 0)
+        if n_imp > 0:
+            weights = tr.coarse_weights(planes_cl, dec, o, d, depths.reshape(b * k, n), settings.box_warp)
+            fine = fast.sorted_fine_depths(depths, weights.view(b, k, n - 1), settings, generator)
+        # 2. fine pass over the merged sorted depths
+        rgb, depth, wsum = tr.fine_composite(planes_cl, dec, o, d, depths.reshape(b * k, n),
+                                             fine.reshape(b * k, n_imp), settings.box_warp,
+                                             white_back=settings.white_back)
+        lo, hi = depths.min(), depths.max()
+        if n_imp > 0:
+            lo, hi = torch.minimum(lo, fine.min()), torch.maximum(hi, fine.max())
+        parts.append((rgb.view(b, k, -1), depth.view(b, k, 1), wsum.view(b, k, 1), lo, hi))
+    lo = torch.stack([p[3] for p in parts]).min()
+    hi = torch.stack([p[4] for p in parts]).max()
+    return RenderResult(features=torch.cat([p[0] for p in parts], 1),
+                        depth=torch.clamp(torch.cat([p[1] for p in parts], 1), lo, hi),
+                        weights_total=torch.cat([p[2] for p in parts], 1))
 
 
 def render_rays_with(backend: str, planes: torch.Tensor, decoder: OSGDecoder, origins: torch.Tensor,

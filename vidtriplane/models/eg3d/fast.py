@@ -148,43 +148,79 @@ def fine_pass(planes_cl: torch.Tensor, weights: DecoderWeights, origins: torch.T
 Passes = tuple[Callable[..., tuple[torch.Tensor, torch.Tensor]], Callable[..., tuple[torch.Tensor, ...]]]
 
 
+def chunk_starts(num_rays: int, batch: int, chunk_rays: int) -> tuple[int, range]:
+    """(rays per image per chunk, chunk starts) of ``render_rays``: ``chunk_rays`` summed over the batch.
+
+    The reference draws its random numbers chunk by chunk (coarse jitter, then importance u), so any
+    backend that wants the same numbers walks the same chunks.
+    """
+    step = num_rays if chunk_rays <= 0 else max(1, chunk_rays // batch)
+    return step, range(0, num_rays, step)
+
+
 def render_rays_fast(planes: torch.Tensor, decoder: OSGDecoder, origins: torch.Tensor, dirs: torch.Tensor,
                      settings: RenderSettings, *, generator: torch.Generator | None = None,
-                     passes: Passes = (coarse_pass, fine_pass)) -> RenderResult:
+                     passes: Passes = (coarse_pass, fine_pass), compute_rays: int = 0) -> RenderResult:
     """``render_rays`` with the fast layout; ``passes`` are (compiled) :func:`coarse_pass`/:func:`fine_pass`.
 
-    Depths and random numbers come from the reference :func:`coarse_depths`/:func:`importance_depths`
-    in the same order, so ``stochastic`` sampling with a seeded generator matches the eager backend.
+    Depths and random numbers come from the reference :func:`coarse_depths`/:func:`importance_depths`,
+    drawn over the reference's chunks (``settings.chunk_rays``), so ``stochastic`` sampling with a seeded
+    generator matches the eager backend. The passes run on sub-chunks of ``compute_rays`` rays (summed
+    over the batch; 0 = the reference's chunks) so that their temporaries stay in the CPU caches.
     """
-    coarse_fn, fine_fn = passes
     b, m, _ = origins.shape
     planes_cl = planes_channels_last(planes.float())
     weights = tuple(t.detach().float() for t in decoder_weights(decoder))
-    step = m if settings.chunk_rays <= 0 else max(1, settings.chunk_rays // b)
+    step, starts = chunk_starts(m, b, settings.chunk_rays)
+    sub = step if compute_rays <= 0 else min(step, max(1, compute_rays // b))
     parts = []
-    for s in range(0, m, step):
+    for s in starts:
         o, d = origins[:, s:s + step], dirs[:, s:s + step]
-        # 1. coarse depths (reference function: same jitter draws), samples and weights
+        # 1. coarse depths of the whole chunk (same jitter draws as the reference)
         depths = coarse_depths(b, o.shape[1], settings.depth_resolution, settings.ray_start, settings.ray_end,
                                sampling=settings.sampling, generator=generator, device=o.device)[..., 0]
-        samples, ray_w = coarse_fn(planes_cl, weights, o, d, depths, settings.box_warp)
-        n_imp = settings.depth_resolution_importance
-        if n_imp == 0:
-            rgb, depth, w = ray_march(samples[..., 1:], samples[..., :1], depths.unsqueeze(-1),
-                                      white_back=settings.white_back, clamp_depth=False)
-            parts.append((rgb, depth, w.sum(2), depths.min(), depths.max()))
+        subs = [slice(k, k + sub) for k in range(0, o.shape[1], sub)]
+        if settings.sampling == "deterministic":  # no random numbers: each sub-chunk runs start to end
+            parts += [_sub_chunk(passes, planes_cl, weights, o[:, i], d[:, i], depths[:, i], settings, None)
+                      for i in subs]
             continue
-        # 2. importance depths (reference function), sorted for the merge when u was random
-        fine = importance_depths(depths.unsqueeze(-1), ray_w.unsqueeze(-1), n_imp, sampling=settings.sampling,
-                                 generator=generator)[..., 0]
-        if settings.sampling == "stochastic":
-            fine = fine.sort(-1).values
-        # 3. fine samples, merge by depth, composite
-        parts.append(fine_fn(planes_cl, weights, o, d, depths, samples, fine, settings.box_warp,
-                             settings.white_back))
+        # 2. stochastic: coarse samples of every sub-chunk, then importance u for the whole chunk
+        coarse = [passes[0](planes_cl, weights, o[:, i], d[:, i], depths[:, i], settings.box_warp) for i in subs]
+        fine = sorted_fine_depths(depths, torch.cat([w for _, w in coarse], 1), settings, generator)
+        parts += [_finish(passes, planes_cl, weights, o[:, i], d[:, i], depths[:, i], samples, fine[:, i], settings)
+                  for i, (samples, _) in zip(subs, coarse)]
     rgb = torch.cat([p[0] for p in parts], 1)
     depth = torch.cat([p[1] for p in parts], 1)
     lo = torch.stack([p[3] for p in parts]).min()
     hi = torch.stack([p[4] for p in parts]).max()
     return RenderResult(features=rgb, depth=torch.clamp(depth, lo, hi),
                         weights_total=torch.cat([p[2] for p in parts], 1))
+
+
+def sorted_fine_depths(depths: torch.Tensor, ray_w: torch.Tensor, settings: RenderSettings,
+                 generator: torch.Generator | None) -> torch.Tensor | None:
+    """Sorted importance depths [B, M, F] (reference sampler), None without importance sampling."""
+    if settings.depth_resolution_importance == 0:
+        return None
+    fine = importance_depths(depths.unsqueeze(-1), ray_w.unsqueeze(-1), settings.depth_resolution_importance,
+                             sampling=settings.sampling, generator=generator)[..., 0]
+    return fine.sort(-1).values  # random u are unsorted; linspace u give sorted depths up to rounding
+
+
+def _finish(passes: Passes, planes_cl: torch.Tensor, weights: DecoderWeights, o: torch.Tensor, d: torch.Tensor,
+            depths: torch.Tensor, samples: torch.Tensor, fine: torch.Tensor | None,
+            settings: RenderSettings) -> tuple[torch.Tensor, ...]:
+    """Fine pass + merge + composite, or the coarse composite alone without importance samples."""
+    if fine is None:
+        rgb, depth, w = ray_march(samples[..., 1:], samples[..., :1], depths.unsqueeze(-1),
+                                  white_back=settings.white_back, clamp_depth=False)
+        return rgb, depth, w.sum(2), depths.min(), depths.max()
+    return passes[1](planes_cl, weights, o, d, depths, samples, fine, settings.box_warp, settings.white_back)
+
+
+def _sub_chunk(passes: Passes, planes_cl: torch.Tensor, weights: DecoderWeights, o: torch.Tensor, d: torch.Tensor,
+               depths: torch.Tensor, settings: RenderSettings, generator: torch.Generator | None
+               ) -> tuple[torch.Tensor, ...]:
+    samples, ray_w = passes[0](planes_cl, weights, o, d, depths, settings.box_warp)
+    fine = sorted_fine_depths(depths, ray_w, settings, generator)
+    return _finish(passes, planes_cl, weights, o, d, depths, samples, fine, settings)
