@@ -33,6 +33,16 @@ NUM_WARPS = 4
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# Only core triton.language builtins below (no tl.sum / tl.sigmoid / tl.zeros: those are @jit functions
+# of triton's standard library, which the CPU interpreter cannot call unless TRITON_INTERPRET was set
+# before triton itself was imported).
+
+
+@triton.jit
+def _add(a, b):
+    return a + b
+
+
 @triton.jit
 def _softplus(x):
     # torch.nn.functional.softplus (beta 1, threshold 20), written in the overflow-free form
@@ -87,12 +97,12 @@ def _sample(planes_ptr, base, plane_rows, ox, oy, oz, dx, dy, dz, t, mask, scale
     feat += _plane(planes_ptr, base + 2 * plane_rows, z, x, mask, H, W, cols, C)
     feat = feat / 3.0
     hidden = _softplus(tl.dot(feat, w1t, input_precision="ieee") + b1[None, :])
-    sigma = tl.sum(hidden * w_sigma[None, :], 1) + b_sigma
+    sigma = tl.reduce(hidden * w_sigma[None, :], 1, _add) + b_sigma
     if WITH_COLOR:
         raw = tl.dot(hidden, w2t, input_precision="ieee") + b2[None, :]
-        color = tl.sigmoid(raw) * (1 + 2 * 0.001) - 0.001
+        color = 1.0 / (1.0 + tl.exp(-raw)) * (1 + 2 * 0.001) - 0.001
     else:
-        color = tl.zeros_like(feat)
+        color = feat * 0.0
     return sigma, color
 
 
@@ -159,15 +169,15 @@ def _fine_kernel(planes_ptr, origins_ptr, dirs_ptr, coarse_ptr, fine_ptr, rgb_pt
         origins_ptr, dirs_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, R, M, H, W, C, HIDDEN, BLOCK)
     w_sigma = tl.load(w_sigma_ptr + tl.arange(0, HIDDEN))
     # 1. first sample of the merged list
-    i = tl.zeros([BLOCK], tl.int32)
-    j = tl.zeros([BLOCK], tl.int32)
+    i = tl.full([BLOCK], 0, tl.int32)
+    j = tl.full([BLOCK], 0, tl.int32)
     t_prev, i, j = _next_depth(coarse_ptr, fine_ptr, rays, i, j, mask, N, F)
     s_prev, c_prev = _sample(planes_ptr, base, H * W, ox, oy, oz, dx, dy, dz, t_prev, mask, scale, H, W, cols,
                              w1t, b1, w2t, b2, w_sigma, b_sigma, C, True)
     trans = tl.full([BLOCK], 1.0, tl.float32)
-    rgb = tl.zeros([BLOCK, C], tl.float32)
-    depth = tl.zeros([BLOCK], tl.float32)
-    wsum = tl.zeros([BLOCK], tl.float32)
+    rgb = tl.full([BLOCK, C], 0.0, tl.float32)
+    depth = tl.full([BLOCK], 0.0, tl.float32)
+    wsum = tl.full([BLOCK], 0.0, tl.float32)
     # 2. walk the merged sorted depths, compositing each interval
     for _ in range(1, N + F):
         t, i, j = _next_depth(coarse_ptr, fine_ptr, rays, i, j, mask, N, F)
