@@ -59,13 +59,17 @@ def _cloning(fn: Callable) -> Callable:
     return call
 
 
-def compile_network(net: nn.Module, *, mode: str = "default", parts: Sequence[str] = PARTS) -> list[str]:
-    """Install compiled versions of ``parts`` of ``net``; returns the class names compiled."""
+def compile_network(net: nn.Module, *, mode: str = "default", parts: Sequence[str] = PARTS,
+                    compiler: str = "inductor") -> list[str]:
+    """Install compiled versions of ``parts`` of ``net``; returns the class names compiled.
+
+    ``compiler`` is torch.compile's backend (``"eager"`` only traces: a cheap check of the plumbing)."""
     if mode not in MODES:
         raise ValueError(f"compile mode must be one of {MODES}, got {mode!r}")
     names = []
     for module in _parts(net, parts):
-        fn: Callable = torch.compile(module, mode=mode, dynamic=False)
+        fn: Callable = torch.compile(module, backend=compiler, dynamic=False,
+                                     mode=mode if compiler == "inductor" else None)
         if mode == "reduce-overhead":
             fn = _cloning(fn)
         module.__dict__[_ATTR] = fn
