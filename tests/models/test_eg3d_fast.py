@@ -68,26 +68,26 @@ def test_decode_equals_osg_decoder(scene):
     assert (out[..., 1:] - rgb).abs().max().item() < TOL
 
 
-def test_merge_order_equals_a_stable_sort():
+def test_merge_positions_equal_a_stable_sort():
     g = torch.Generator().manual_seed(4)
     first = torch.rand(6, 10, generator=g).sort(-1).values
     second = torch.rand(6, 7, generator=g).sort(-1).values
     second[0] = first[0, 2:9]  # ties everywhere in row 0: the first list goes first
     both = torch.cat([first, second], 1)
-    order = fast.merge_order(first, second)
+    pos_first, pos_second = fast.merge_positions(first, second)
+    order = torch.empty(6, 17, dtype=torch.long)
+    order.scatter_(1, torch.cat([pos_first, pos_second], 1), torch.arange(17).expand(6, -1))
     assert torch.equal(order, torch.sort(both, dim=-1, stable=True).indices)
-    assert torch.equal(both.gather(1, order), both.sort(-1).values)
 
 
 def test_merge_matches_the_reference_merge():
     g = torch.Generator().manual_seed(5)
-    d1, d2 = (torch.rand(1, 3, n, 1, generator=g).sort(2).values for n in (6, 5))
-    c1, c2 = torch.rand(1, 3, 6, 4, generator=g), torch.rand(1, 3, 5, 4, generator=g)
-    s1, s2 = torch.rand(1, 3, 6, 1, generator=g), torch.rand(1, 3, 5, 1, generator=g)
-    depths, colors, densities = merge_samples(d1, c1, s1, d2, c2, s2)
-    order = fast.merge_order(d1[0, :, :, 0], d2[0, :, :, 0]).unsqueeze(0)
-    assert torch.equal(torch.cat([d1, d2], 2)[..., 0].gather(2, order), depths[..., 0])
-    assert torch.equal(torch.cat([c1, c2], 2).gather(2, order.unsqueeze(-1).expand(-1, -1, -1, 4)), colors)
+    d1, d2 = (torch.rand(3, n, generator=g).sort(1).values for n in (6, 5))
+    merged, _, _ = merge_samples(d1[None, ..., None], torch.zeros(1, 3, 6, 1), torch.zeros(1, 3, 6, 1),
+                                 d2[None, ..., None], torch.zeros(1, 3, 5, 1), torch.zeros(1, 3, 5, 1))
+    pos1, pos2 = fast.merge_positions(d1, d2)
+    ours = torch.zeros(3, 11).scatter(1, pos1, d1).scatter(1, pos2, d2)
+    assert torch.equal(ours, merged[0, ..., 0])
 
 
 @pytest.mark.parametrize("sampling", ["deterministic", "stochastic"])

@@ -87,7 +87,7 @@ def _plane(planes_ptr, base, u, v, mask, H, W, cols, C: tl.constexpr):
 
 @triton.jit
 def _sample(planes_ptr, base, plane_rows, ox, oy, oz, dx, dy, dz, t, mask, scale, H, W, cols,
-            w1t, b1, w2t, b2, w_sigma, b_sigma, C: tl.constexpr, WITH_COLOR: tl.constexpr):
+            w1t, b1, w2t, b2, w_sigma, b_sigma, C: tl.constexpr, WITH_COLOR: tl.constexpr, DOT: tl.constexpr):
     """(raw density [BLOCK], colours [BLOCK, C]) at depth t of each ray (colours are 0 unless WITH_COLOR)."""
     x = (ox + t * dx) * scale
     y = (oy + t * dy) * scale
@@ -96,10 +96,10 @@ def _sample(planes_ptr, base, plane_rows, ox, oy, oz, dx, dy, dz, t, mask, scale
     feat += _plane(planes_ptr, base + plane_rows, x, z, mask, H, W, cols, C)
     feat += _plane(planes_ptr, base + 2 * plane_rows, z, x, mask, H, W, cols, C)
     feat = feat / 3.0
-    hidden = _softplus(tl.dot(feat, w1t, input_precision="ieee") + b1[None, :])
+    hidden = _softplus(tl.dot(feat, w1t, input_precision=DOT) + b1[None, :])
     sigma = tl.reduce(hidden * w_sigma[None, :], 1, _add) + b_sigma
     if WITH_COLOR:
-        raw = tl.dot(hidden, w2t, input_precision="ieee") + b2[None, :]
+        raw = tl.dot(hidden, w2t, input_precision=DOT) + b2[None, :]
         color = 1.0 / (1.0 + tl.exp(-raw)) * (1 + 2 * 0.001) - 0.001
     else:
         color = feat * 0.0
@@ -131,20 +131,20 @@ def _ray_setup(origins_ptr, dirs_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, R, M, H,
 @triton.jit
 def _coarse_kernel(planes_ptr, origins_ptr, dirs_ptr, depths_ptr, out_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr,
                    w_sigma_ptr, b_sigma, R, M, N, H, W, scale,
-                   C: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr):
+                   C: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr, DOT: tl.constexpr):
     rays, mask, base, ox, oy, oz, dx, dy, dz, cols, w1t, b1, w2t, b2 = _ray_setup(
         origins_ptr, dirs_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, R, M, H, W, C, HIDDEN, BLOCK)
     w_sigma = tl.load(w_sigma_ptr + tl.arange(0, HIDDEN))
     # 1. first sample
     t_prev = tl.load(depths_ptr + rays * N, mask=mask, other=0.0)
     s_prev, _ = _sample(planes_ptr, base, H * W, ox, oy, oz, dx, dy, dz, t_prev, mask, scale, H, W, cols,
-                        w1t, b1, w2t, b2, w_sigma, b_sigma, C, False)
+                        w1t, b1, w2t, b2, w_sigma, b_sigma, C, False, DOT)
     trans = tl.full([BLOCK], 1.0, tl.float32)
     # 2. each further sample closes one interval: store its compositing weight
     for k in range(1, N):
         t = tl.load(depths_ptr + rays * N + k, mask=mask, other=0.0)
         s, _ = _sample(planes_ptr, base, H * W, ox, oy, oz, dx, dy, dz, t, mask, scale, H, W, cols,
-                       w1t, b1, w2t, b2, w_sigma, b_sigma, C, False)
+                       w1t, b1, w2t, b2, w_sigma, b_sigma, C, False, DOT)
         alpha = 1.0 - tl.exp(-(_softplus((s_prev + s) / 2.0 - 1.0) * (t - t_prev)))
         tl.store(out_ptr + rays * (N - 1) + (k - 1), alpha * trans, mask=mask)
         trans = trans * (1.0 - alpha + 1e-10)
@@ -164,7 +164,8 @@ def _next_depth(coarse_ptr, fine_ptr, rays, i, j, mask, N, F):
 @triton.jit
 def _fine_kernel(planes_ptr, origins_ptr, dirs_ptr, coarse_ptr, fine_ptr, rgb_ptr, depth_ptr, wsum_ptr,
                  w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, w_sigma_ptr, b_sigma, R, M, N, F, H, W, scale,
-                 WHITE_BACK: tl.constexpr, C: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr):
+                 WHITE_BACK: tl.constexpr, C: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr,
+                 DOT: tl.constexpr):
     rays, mask, base, ox, oy, oz, dx, dy, dz, cols, w1t, b1, w2t, b2 = _ray_setup(
         origins_ptr, dirs_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, R, M, H, W, C, HIDDEN, BLOCK)
     w_sigma = tl.load(w_sigma_ptr + tl.arange(0, HIDDEN))
@@ -173,7 +174,7 @@ def _fine_kernel(planes_ptr, origins_ptr, dirs_ptr, coarse_ptr, fine_ptr, rgb_pt
     j = tl.full([BLOCK], 0, tl.int32)
     t_prev, i, j = _next_depth(coarse_ptr, fine_ptr, rays, i, j, mask, N, F)
     s_prev, c_prev = _sample(planes_ptr, base, H * W, ox, oy, oz, dx, dy, dz, t_prev, mask, scale, H, W, cols,
-                             w1t, b1, w2t, b2, w_sigma, b_sigma, C, True)
+                             w1t, b1, w2t, b2, w_sigma, b_sigma, C, True, DOT)
     trans = tl.full([BLOCK], 1.0, tl.float32)
     rgb = tl.full([BLOCK, C], 0.0, tl.float32)
     depth = tl.full([BLOCK], 0.0, tl.float32)
@@ -182,7 +183,7 @@ def _fine_kernel(planes_ptr, origins_ptr, dirs_ptr, coarse_ptr, fine_ptr, rgb_pt
     for _ in range(1, N + F):
         t, i, j = _next_depth(coarse_ptr, fine_ptr, rays, i, j, mask, N, F)
         s, c = _sample(planes_ptr, base, H * W, ox, oy, oz, dx, dy, dz, t, mask, scale, H, W, cols,
-                       w1t, b1, w2t, b2, w_sigma, b_sigma, C, True)
+                       w1t, b1, w2t, b2, w_sigma, b_sigma, C, True, DOT)
         alpha = 1.0 - tl.exp(-(_softplus((s_prev + s) / 2.0 - 1.0) * (t - t_prev)))
         w = alpha * trans
         rgb += w[:, None] * ((c_prev + c) / 2.0)
@@ -231,10 +232,11 @@ def _grid(rays: int, block: int) -> tuple[int]:
 
 
 def coarse_weights(planes_cl: torch.Tensor, decoder: tuple, origins: torch.Tensor, dirs: torch.Tensor,
-                   depths: torch.Tensor, box_warp: float, *, block_rays: int = BLOCK_RAYS,
+                   depths: torch.Tensor, box_warp: float, *, dot: str = "ieee", block_rays: int = BLOCK_RAYS,
                    num_warps: int = NUM_WARPS) -> torch.Tensor:
     """Compositing weights [R, N - 1] of the coarse samples at sorted depths [R, N] along rays [R, 3]
-    (R = B * M rays, M per plane set, in batch order)."""
+    (R = B * M rays, M per plane set, in batch order). ``dot``: ``tl.dot`` input precision of the decoder
+    ("ieee" = float32, "tf32" faster on tensor cores)."""
     _check(planes_cl, depths)
     b, _, h, w, c = planes_cl.shape
     r, n = depths.shape
@@ -242,13 +244,14 @@ def coarse_weights(planes_cl: torch.Tensor, decoder: tuple, origins: torch.Tenso
     w1t, b1, w2t, b2, w_sigma, b_sigma = decoder
     _coarse_kernel[_grid(r, block_rays)](planes_cl, origins.contiguous(), dirs.contiguous(), depths.contiguous(),
                                          out, w1t, b1, w2t, b2, w_sigma, b_sigma, r, r // b, n, h, w, 2.0 / box_warp,
-                                         C=c, HIDDEN=w1t.shape[1], BLOCK=block_rays, num_warps=num_warps)
+                                         C=c, HIDDEN=w1t.shape[1], BLOCK=block_rays, DOT=dot, num_warps=num_warps)
     return out
 
 
 def fine_composite(planes_cl: torch.Tensor, decoder: tuple, origins: torch.Tensor, dirs: torch.Tensor,
                    depths: torch.Tensor, fine: torch.Tensor, box_warp: float, *, white_back: bool = False,
-                   block_rays: int = BLOCK_RAYS, num_warps: int = NUM_WARPS) -> tuple[torch.Tensor, ...]:
+                   dot: str = "ieee", block_rays: int = BLOCK_RAYS, num_warps: int = NUM_WARPS
+                   ) -> tuple[torch.Tensor, ...]:
     """Composite the merged sorted coarse [R, N] and fine [R, F] depths: (rgb [R, C] in [-1, 1],
     depth [R] (NaN -> inf, unclamped), weights_total [R])."""
     _check(planes_cl, depths, fine)
@@ -261,5 +264,5 @@ def fine_composite(planes_cl: torch.Tensor, decoder: tuple, origins: torch.Tenso
     _fine_kernel[_grid(r, block_rays)](planes_cl, origins.contiguous(), dirs.contiguous(), depths.contiguous(),
                                        fine.contiguous(), rgb, depth, wsum, w1t, b1, w2t, b2, w_sigma, b_sigma,
                                        r, r // b, n, fine.shape[1], h, w, 2.0 / box_warp, WHITE_BACK=white_back,
-                                       C=c, HIDDEN=w1t.shape[1], BLOCK=block_rays, num_warps=num_warps)
+                                       C=c, HIDDEN=w1t.shape[1], BLOCK=block_rays, DOT=dot, num_warps=num_warps)
     return rgb, depth, wsum

@@ -8,8 +8,9 @@
   under ``TRITON_INTERPRET=1``); asking for it where it cannot run raises :class:`BackendUnavailable`.
 * ``auto``     - ``triton`` for CUDA tensors when Triton imports, ``compiled`` otherwise.
 
-``precision`` (``fp32`` / ``bf16`` / ``fp16``) never changes the compositing, which stays float32; the
-``triton`` backend reads bf16/fp16 planes when asked (half the memory traffic, float32 arithmetic).
+``precision`` (``fp32`` / ``bf16`` / ``fp16``) never changes the compositing, which stays float32: with
+bf16/fp16 the ``compiled`` backend runs the decoder's two matrix products in that type, the ``triton``
+backend reads bf16/fp16 planes (half the memory traffic) and multiplies in tf32/half precision.
 """
 from __future__ import annotations
 
@@ -100,15 +101,17 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
 
 
 def render_rays_compiled(planes: torch.Tensor, decoder: OSGDecoder, origins: torch.Tensor, dirs: torch.Tensor,
-                         settings: RenderSettings, *, generator: torch.Generator | None = None) -> RenderResult:
-    """The ``compiled`` backend; the eager renderer after a compile failure (warned once)."""
+                         settings: RenderSettings, *, generator: torch.Generator | None = None,
+                         mlp_dtype: torch.dtype | None = None) -> RenderResult:
+    """The ``compiled`` backend (decoder matrix products in ``mlp_dtype`` when given); the eager renderer
+    after a compile failure (warned once)."""
     if _COMPILED.failed:
         return render_rays(planes, decoder, origins, dirs, settings, generator=generator)
     compute_rays = CPU_CHUNK_RAYS if origins.device.type == "cpu" else 0
     state = generator.get_state() if generator is not None else None
     try:
         return fast.render_rays_fast(planes, decoder, origins, dirs, settings, generator=generator,
-                                     passes=_COMPILED.get(), compute_rays=compute_rays)
+                                     passes=_COMPILED.get(), compute_rays=compute_rays, mlp_dtype=mlp_dtype)
     except _compile_errors() as exc:
         _COMPILED.fail(exc)
         if state is not None:  # replay the same random numbers
@@ -126,6 +129,7 @@ def render_rays_triton(planes: torch.Tensor, decoder: OSGDecoder, origins: torch
     b, m, _ = origins.shape
     n, n_imp = settings.depth_resolution, settings.depth_resolution_importance
     planes_cl = tr.prepare_planes(planes, plane_dtype)
+    dot = "ieee" if plane_dtype == torch.float32 else "tf32"
     dec = tr.prepare_decoder(*(t.detach() for t in fast.decoder_weights(decoder)))
     step, starts = fast.chunk_starts(m, b, settings.chunk_rays)
     parts = []
@@ -138,12 +142,12 @@ def render_rays_triton(planes: torch.Tensor, decoder: OSGDecoder, origins: torch
                                generator=generator, device=origins.device)[..., 0]
         fine = depths.new_empty(b, k, 0)
         if n_imp > 0:
-            weights = tr.coarse_weights(planes_cl, dec, o, d, depths.reshape(b * k, n), settings.box_warp)
+            weights = tr.coarse_weights(planes_cl, dec, o, d, depths.reshape(b * k, n), settings.box_warp, dot=dot)
             fine = fast.sorted_fine_depths(depths, weights.view(b, k, n - 1), settings, generator)
         # 2. fine pass over the merged sorted depths
         rgb, depth, wsum = tr.fine_composite(planes_cl, dec, o, d, depths.reshape(b * k, n),
                                              fine.reshape(b * k, n_imp), settings.box_warp,
-                                             white_back=settings.white_back)
+                                             white_back=settings.white_back, dot=dot)
         lo, hi = depths.min(), depths.max()
         if n_imp > 0:
             lo, hi = torch.minimum(lo, fine.min()), torch.maximum(hi, fine.max())
@@ -165,6 +169,7 @@ def render_rays_with(backend: str, planes: torch.Tensor, decoder: OSGDecoder, or
     if backend == "eager":
         return render_rays(planes, decoder, origins, dirs, settings, generator=generator)
     if backend == "compiled":
-        return render_rays_compiled(planes, decoder, origins, dirs, settings, generator=generator)
+        return render_rays_compiled(planes, decoder, origins, dirs, settings, generator=generator,
+                                    mlp_dtype=None if precision == "fp32" else PRECISION_DTYPES[precision])
     return render_rays_triton(planes, decoder, origins, dirs, settings, generator=generator,
                               plane_dtype=PRECISION_DTYPES[precision])

@@ -9,9 +9,10 @@ numbers, same compositing) with a layout that fuses well:
    the plane mean (``grid_sample(align_corners=False, padding_mode='zeros')`` semantics, the box_warp
    scaling and EG3D's (x, y), (x, z), (z, x) plane axes); no strided [B, 3, M, C] tensor to average.
 3. :func:`decode` - the OSG decoder MLP on contiguous [P, C] rows; raw density + widened sigmoid.
-4. :func:`merge_order` - both depth lists are already sorted: their merge positions come from
-   ``searchsorted`` (coarse first on ties, as a stable sort of ``cat[coarse, fine]``) instead of a sort.
-5. the reference :func:`ray_weights` / :func:`ray_march` for compositing (fused by the compiler).
+4. :func:`merge_positions` - both depth lists are already sorted: their merge positions come from
+   ``searchsorted`` (coarse first on ties, as a stable sort of ``cat[coarse, fine]``) instead of a sort;
+5. :func:`fine_pass` - merges only depths and densities; the colours stay where they are and are
+   weighted by their merged position's interval weights (the reference :func:`ray_weights`).
 
 Without ``torch.compile`` the lookup materialises [P, 12, C] gathers: always run it compiled (the
 backend selection in :mod:`vidtriplane.models.eg3d.backends` does) except on tiny test shapes.
@@ -85,64 +86,77 @@ def triplane_features(planes_cl: torch.Tensor, points: torch.Tensor, box_warp: f
     return total.float() / 3
 
 
-def decode(features: torch.Tensor, weights: DecoderWeights) -> torch.Tensor:
-    """OSG decoder on [..., C] features -> [..., 1 + C']: raw density, then ``sigmoid * (1 + 2e-3) - 1e-3``."""
+def decode(features: torch.Tensor, weights: DecoderWeights, mlp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """OSG decoder on [..., C] features -> [..., 1 + C']: raw density, then ``sigmoid * (1 + 2e-3) - 1e-3``.
+    ``mlp_dtype`` (bf16/fp16): the two matrix products in that type (AMX / tensor cores), all else float32."""
     w1, b1, w2, b2 = weights
     shape = features.shape[:-1]
-    hidden = F.softplus(torch.addmm(b1, features.reshape(-1, features.shape[-1]), w1.t()))
-    out = torch.addmm(b2, hidden, w2.t())
+    features = features.reshape(-1, features.shape[-1])
+    if mlp_dtype is None:
+        hidden = F.softplus(features @ w1.t() + b1)
+        out = hidden @ w2.t() + b2
+    else:
+        hidden = F.softplus((features.to(mlp_dtype) @ w1.t().to(mlp_dtype)).float() + b1)
+        out = (hidden.to(mlp_dtype) @ w2.t().to(mlp_dtype)).float() + b2
     colors = torch.sigmoid(out[:, 1:]) * (1 + 2 * 0.001) - 0.001
     return torch.cat([out[:, :1], colors], 1).reshape(*shape, -1)
 
 
 def sample_features(planes_cl: torch.Tensor, weights: DecoderWeights, origins: torch.Tensor, dirs: torch.Tensor,
-                    depths: torch.Tensor, box_warp: float) -> torch.Tensor:
+                    depths: torch.Tensor, box_warp: float, mlp_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Decoded samples [B, M, N, 1 + C'] at depths [B, M, N] along rays origins/dirs [B, M, 3]."""
     b, m, n = depths.shape
     points = origins.unsqueeze(2) + depths.unsqueeze(-1) * dirs.unsqueeze(2)
-    return decode(triplane_features(planes_cl, points.reshape(b, m * n, 3), box_warp), weights).reshape(b, m, n, -1)
+    features = triplane_features(planes_cl, points.reshape(b, m * n, 3), box_warp)
+    return decode(features, weights, mlp_dtype).reshape(b, m, n, -1)
 
 
-def merge_order(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Index into ``cat[first, second]`` of each merged position, [R, N + F], for sorted rows [R, N], [R, F].
+def merge_positions(first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each element of sorted rows ``first`` [R, N] and ``second`` [R, F] lands in their merge.
 
-    Element i of ``first`` lands at ``i + #(second < first_i)``, element j of ``second`` at
-    ``j + #(first <= second_j)`` (ties: ``first`` before ``second``, like a stable sort).
+    Element i of ``first`` goes to ``i + #(second < first_i)``, element j of ``second`` to
+    ``j + #(first <= second_j)`` (ties: ``first`` before ``second``, like a stable sort of the concatenation).
     """
-    r, n = first.shape
-    f = second.shape[1]
-    pos_first = torch.arange(n, device=first.device) + torch.searchsorted(second, first, right=False)
-    pos_second = torch.arange(f, device=first.device) + torch.searchsorted(first, second, right=True)
-    src = torch.arange(n + f, device=first.device).expand(r, -1)
-    order = torch.empty(r, n + f, dtype=torch.long, device=first.device)
-    order.scatter_(1, pos_first, src[:, :n])
-    order.scatter_(1, pos_second, src[:, n:])
-    return order
+    pos_first = torch.arange(first.shape[1], device=first.device) + torch.searchsorted(second, first, right=False)
+    pos_second = torch.arange(second.shape[1], device=first.device) + torch.searchsorted(first, second, right=True)
+    return pos_first, pos_second
 
 
 def coarse_pass(planes_cl: torch.Tensor, weights: DecoderWeights, origins: torch.Tensor, dirs: torch.Tensor,
-                depths: torch.Tensor, box_warp: float) -> tuple[torch.Tensor, torch.Tensor]:
+                depths: torch.Tensor, box_warp: float, mlp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Samples [B, M, N, 1 + C'] and compositing weights [B, M, N - 1] at coarse depths [B, M, N]."""
-    samples = sample_features(planes_cl, weights, origins, dirs, depths, box_warp)
+    samples = sample_features(planes_cl, weights, origins, dirs, depths, box_warp, mlp_dtype)
     return samples, ray_weights(samples[..., :1], depths.unsqueeze(-1))[..., 0]
 
 
 def fine_pass(planes_cl: torch.Tensor, weights: DecoderWeights, origins: torch.Tensor, dirs: torch.Tensor,
               depths: torch.Tensor, samples: torch.Tensor, fine: torch.Tensor, box_warp: float,
-              white_back: bool) -> tuple[torch.Tensor, ...]:
+              white_back: bool, mlp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
     """Decode sorted fine depths [B, M, F], merge with the coarse samples by depth, composite.
 
-    Returns (rgb [B, M, C'], depth [B, M, 1] unclamped, weights_total [B, M, 1], min depth, max depth).
+    Only depths and densities are merged ([B, M, N + F] scalars); the colours are never reordered:
+    ``sum_k w_k (c_k + c_{k+1}) / 2 = sum_k c_k (w_{k-1} + w_k) / 2``, so each sample's colour is weighted
+    by the mean of its two intervals' weights, read back at its merged position.
+    Returns (rgb [B, M, C'] in [-1, 1], depth [B, M, 1] unclamped, weights_total [B, M, 1], min, max depth).
     """
     b, m, n = depths.shape
-    fine_samples = sample_features(planes_cl, weights, origins, dirs, fine, box_warp)
-    order = merge_order(depths.reshape(b * m, n), fine.reshape(b * m, -1)).view(b, m, -1)
-    all_depths = torch.cat([depths, fine], 2).gather(2, order).unsqueeze(-1)
-    all_samples = torch.cat([samples, fine_samples], 2)
-    all_samples = all_samples.gather(2, order.unsqueeze(-1).expand(-1, -1, -1, all_samples.shape[-1]))
-    rgb, depth, ray_w = ray_march(all_samples[..., 1:], all_samples[..., :1], all_depths, white_back=white_back,
-                                  clamp_depth=False)
-    return rgb, depth, ray_w.sum(2), torch.minimum(depths.min(), fine.min()), torch.maximum(depths.max(), fine.max())
+    fine_samples = sample_features(planes_cl, weights, origins, dirs, fine, box_warp, mlp_dtype)
+    # 1. merged depths and densities
+    pos_c, pos_f = (p.view(b, m, -1) for p in merge_positions(depths.reshape(b * m, n), fine.reshape(b * m, -1)))
+    merged = depths.new_zeros(b, m, n + fine.shape[-1])
+    z = merged.scatter(2, pos_c, depths).scatter(2, pos_f, fine)
+    sigma = merged.scatter(2, pos_c, samples[..., 0]).scatter(2, pos_f, fine_samples[..., 0])
+    # 2. interval weights (reference function), per-sample colour weights
+    w = ray_weights(sigma.unsqueeze(-1), z.unsqueeze(-1))[..., 0]
+    per_sample = (F.pad(w, (1, 0)) + F.pad(w, (0, 1))) / 2
+    rgb = ((per_sample.gather(2, pos_c).unsqueeze(-1) * samples[..., 1:]).sum(2)
+           + (per_sample.gather(2, pos_f).unsqueeze(-1) * fine_samples[..., 1:]).sum(2))
+    # 3. expected depth (NaN -> inf), optional white background, colours to [-1, 1]
+    total = w.sum(2, keepdim=True)
+    depth = torch.nan_to_num((w * (z[..., :-1] + z[..., 1:]) / 2).sum(2, keepdim=True) / total, float("inf"))
+    if white_back:
+        rgb = rgb + 1 - total
+    return rgb * 2 - 1, depth, total, torch.minimum(depths.min(), fine.min()), torch.maximum(depths.max(), fine.max())
 
 
 Passes = tuple[Callable[..., tuple[torch.Tensor, torch.Tensor]], Callable[..., tuple[torch.Tensor, ...]]]
@@ -160,17 +174,19 @@ def chunk_starts(num_rays: int, batch: int, chunk_rays: int) -> tuple[int, range
 
 def render_rays_fast(planes: torch.Tensor, decoder: OSGDecoder, origins: torch.Tensor, dirs: torch.Tensor,
                      settings: RenderSettings, *, generator: torch.Generator | None = None,
-                     passes: Passes = (coarse_pass, fine_pass), compute_rays: int = 0) -> RenderResult:
+                     passes: Passes = (coarse_pass, fine_pass), compute_rays: int = 0,
+                     mlp_dtype: torch.dtype | None = None) -> RenderResult:
     """``render_rays`` with the fast layout; ``passes`` are (compiled) :func:`coarse_pass`/:func:`fine_pass`.
 
     Depths and random numbers come from the reference :func:`coarse_depths`/:func:`importance_depths`,
     drawn over the reference's chunks (``settings.chunk_rays``), so ``stochastic`` sampling with a seeded
     generator matches the eager backend. The passes run on sub-chunks of ``compute_rays`` rays (summed
     over the batch; 0 = the reference's chunks) so that their temporaries stay in the CPU caches.
+    ``mlp_dtype``: see :func:`decode` (compositing always stays float32).
     """
     b, m, _ = origins.shape
-    planes_cl = planes_channels_last(planes.float())
     weights = tuple(t.detach().float() for t in decoder_weights(decoder))
+    planes_cl = planes_channels_last(planes.float())
     step, starts = chunk_starts(m, b, settings.chunk_rays)
     sub = step if compute_rays <= 0 else min(step, max(1, compute_rays // b))
     parts = []
@@ -181,14 +197,15 @@ def render_rays_fast(planes: torch.Tensor, decoder: OSGDecoder, origins: torch.T
                                sampling=settings.sampling, generator=generator, device=o.device)[..., 0]
         subs = [slice(k, k + sub) for k in range(0, o.shape[1], sub)]
         if settings.sampling == "deterministic":  # no random numbers: each sub-chunk runs start to end
-            parts += [_sub_chunk(passes, planes_cl, weights, o[:, i], d[:, i], depths[:, i], settings, None)
+            parts += [_sub_chunk(passes, planes_cl, weights, o[:, i], d[:, i], depths[:, i], settings, mlp_dtype)
                       for i in subs]
             continue
         # 2. stochastic: coarse samples of every sub-chunk, then importance u for the whole chunk
-        coarse = [passes[0](planes_cl, weights, o[:, i], d[:, i], depths[:, i], settings.box_warp) for i in subs]
+        coarse = [passes[0](planes_cl, weights, o[:, i], d[:, i], depths[:, i], settings.box_warp, mlp_dtype)
+                  for i in subs]
         fine = sorted_fine_depths(depths, torch.cat([w for _, w in coarse], 1), settings, generator)
-        parts += [_finish(passes, planes_cl, weights, o[:, i], d[:, i], depths[:, i], samples, fine[:, i], settings)
-                  for i, (samples, _) in zip(subs, coarse)]
+        parts += [_finish(passes, planes_cl, weights, o[:, i], d[:, i], depths[:, i], samples, fine[:, i], settings,
+                          mlp_dtype) for i, (samples, _) in zip(subs, coarse)]
     rgb = torch.cat([p[0] for p in parts], 1)
     depth = torch.cat([p[1] for p in parts], 1)
     lo = torch.stack([p[3] for p in parts]).min()
@@ -209,18 +226,18 @@ def sorted_fine_depths(depths: torch.Tensor, ray_w: torch.Tensor, settings: Rend
 
 def _finish(passes: Passes, planes_cl: torch.Tensor, weights: DecoderWeights, o: torch.Tensor, d: torch.Tensor,
             depths: torch.Tensor, samples: torch.Tensor, fine: torch.Tensor | None,
-            settings: RenderSettings) -> tuple[torch.Tensor, ...]:
+            settings: RenderSettings, mlp_dtype: torch.dtype | None) -> tuple[torch.Tensor, ...]:
     """Fine pass + merge + composite, or the coarse composite alone without importance samples."""
     if fine is None:
         rgb, depth, w = ray_march(samples[..., 1:], samples[..., :1], depths.unsqueeze(-1),
                                   white_back=settings.white_back, clamp_depth=False)
         return rgb, depth, w.sum(2), depths.min(), depths.max()
-    return passes[1](planes_cl, weights, o, d, depths, samples, fine, settings.box_warp, settings.white_back)
+    return passes[1](planes_cl, weights, o, d, depths, samples, fine, settings.box_warp, settings.white_back, mlp_dtype)
 
 
 def _sub_chunk(passes: Passes, planes_cl: torch.Tensor, weights: DecoderWeights, o: torch.Tensor, d: torch.Tensor,
-               depths: torch.Tensor, settings: RenderSettings, generator: torch.Generator | None
-               ) -> tuple[torch.Tensor, ...]:
-    samples, ray_w = passes[0](planes_cl, weights, o, d, depths, settings.box_warp)
-    fine = sorted_fine_depths(depths, ray_w, settings, generator)
-    return _finish(passes, planes_cl, weights, o, d, depths, samples, fine, settings)
+               depths: torch.Tensor, settings: RenderSettings, mlp_dtype: torch.dtype | None) -> tuple[torch.Tensor, ...]:
+    """A whole deterministic sub-chunk (no random numbers): coarse, importance, fine."""
+    samples, ray_w = passes[0](planes_cl, weights, o, d, depths, settings.box_warp, mlp_dtype)
+    fine = sorted_fine_depths(depths, ray_w, settings, None)
+    return _finish(passes, planes_cl, weights, o, d, depths, samples, fine, settings, mlp_dtype)
