@@ -107,33 +107,43 @@ def forward_fn(net: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, c_novel: 
     return once
 
 
-def measure(net: torch.nn.Module, *, backends: Sequence[str], precisions: Sequence[str], batches: Iterable[int],
-            samples: tuple[int, int] = (96, 96), warmup: int = 2, repeats: int = 5, cttr: int = 0,
-            size: int = 256, on_row: Callable[[SpeedRow], None] | None = None, **render_kwargs) -> list[SpeedRow]:
-    """Time every backend x precision x batch (eager fp32 first: it is the reference of the PSNR column)."""
+def measure_one(net: torch.nn.Module, *, backend: str, precision: str, batch: int,
+                samples: tuple[int, int] = (96, 96), warmup: int = 2, repeats: int = 5, cttr: int = 0,
+                size: int = 256, references: dict | None = None, **render_kwargs) -> SpeedRow:
+    """Time one backend x precision x batch. ``references`` caches the eager float32 image per
+    (batch, samples, cttr), the reference of the PSNR column."""
     device = next(net.parameters()).device
-    rows = []
+    x, c, c_novel = model_inputs(batch, size, device)
+    references = {} if references is None else references
+    key = (batch, samples, cttr, tuple(sorted(render_kwargs.items())))
+    if key not in references:
+        references[key] = forward_fn(net, x, c, c_novel, backend="eager", precision="fp32", samples=samples,
+                                     cttr=cttr, **render_kwargs)()
+    fn = forward_fn(net, x, c, c_novel, backend=backend, precision=precision, samples=samples, cttr=cttr,
+                    **render_kwargs)
+    if device.type == "cuda":
+        fn()  # compile/capture before resetting the peak
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds, image = time_call(fn, device, warmup=warmup, repeats=repeats)
+    best, median = min(seconds), statistics.median(seconds)
+    return SpeedRow(backend=backend, precision=precision, batch=batch, fps=batch / best,
+                    ms_per_frame=1000 * best / batch, ms_per_frame_median=1000 * median / batch,
+                    peak_mem_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+                    psnr_db_vs_eager_fp32=psnr(image.float(), references[key].float()),
+                    samples=f"{samples[0]}/{samples[1]}")
+
+
+def measure(net: torch.nn.Module, *, backends: Sequence[str], precisions: Sequence[str], batches: Iterable[int],
+            on_row: Callable[[SpeedRow], None] | None = None, **kwargs) -> list[SpeedRow]:
+    """:func:`measure_one` for every batch x backend x precision (keyword arguments passed on)."""
+    rows, references = [], {}
     for batch in batches:
-        x, c, c_novel = model_inputs(batch, size, device)
-        reference = forward_fn(net, x, c, c_novel, backend="eager", precision="fp32", samples=samples,
-                               cttr=cttr, **render_kwargs)()
         for backend in backends:
             for precision in precisions:
-                fn = forward_fn(net, x, c, c_novel, backend=backend, precision=precision, samples=samples,
-                                cttr=cttr, **render_kwargs)
-                if device.type == "cuda":
-                    fn()  # compile/capture before resetting the peak
-                    torch.cuda.reset_peak_memory_stats(device)
-                seconds, image = time_call(fn, device, warmup=warmup, repeats=repeats)
-                best, median = min(seconds), statistics.median(seconds)
-                row = SpeedRow(backend=backend, precision=precision, batch=batch, fps=batch / best,
-                               ms_per_frame=1000 * best / batch, ms_per_frame_median=1000 * median / batch,
-                               peak_mem_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
-                               psnr_db_vs_eager_fp32=psnr(image.float(), reference.float()),
-                               samples=f"{samples[0]}/{samples[1]}")
-                rows.append(row)
+                rows.append(measure_one(net, backend=backend, precision=precision, batch=batch,
+                                        references=references, **kwargs))
                 if on_row is not None:
-                    on_row(row)
+                    on_row(rows[-1])
     return rows
 
 

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-#: rays per program and warps per program (tuned on the GPU with benchmarks/gpu_fast.py)
+#: rays per program and warps per program (defaults of the launchers; benchmarks/gpu_fast.py sweeps them)
 BLOCK_RAYS = 32
 NUM_WARPS = 4
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -232,8 +232,8 @@ def _grid(rays: int, block: int) -> tuple[int]:
 
 
 def coarse_weights(planes_cl: torch.Tensor, decoder: tuple, origins: torch.Tensor, dirs: torch.Tensor,
-                   depths: torch.Tensor, box_warp: float, *, dot: str = "ieee", block_rays: int = BLOCK_RAYS,
-                   num_warps: int = NUM_WARPS) -> torch.Tensor:
+                   depths: torch.Tensor, box_warp: float, *, dot: str = "ieee", block_rays: int | None = None,
+                   num_warps: int | None = None) -> torch.Tensor:
     """Compositing weights [R, N - 1] of the coarse samples at sorted depths [R, N] along rays [R, 3]
     (R = B * M rays, M per plane set, in batch order). ``dot``: ``tl.dot`` input precision of the decoder
     ("ieee" = float32, "tf32" faster on tensor cores)."""
@@ -241,6 +241,7 @@ def coarse_weights(planes_cl: torch.Tensor, decoder: tuple, origins: torch.Tenso
     b, _, h, w, c = planes_cl.shape
     r, n = depths.shape
     out = torch.empty(r, n - 1, device=depths.device, dtype=torch.float32)
+    block_rays, num_warps = block_rays or BLOCK_RAYS, num_warps or NUM_WARPS
     w1t, b1, w2t, b2, w_sigma, b_sigma = decoder
     _coarse_kernel[_grid(r, block_rays)](planes_cl, origins.contiguous(), dirs.contiguous(), depths.contiguous(),
                                          out, w1t, b1, w2t, b2, w_sigma, b_sigma, r, r // b, n, h, w, 2.0 / box_warp,
@@ -250,7 +251,7 @@ def coarse_weights(planes_cl: torch.Tensor, decoder: tuple, origins: torch.Tenso
 
 def fine_composite(planes_cl: torch.Tensor, decoder: tuple, origins: torch.Tensor, dirs: torch.Tensor,
                    depths: torch.Tensor, fine: torch.Tensor, box_warp: float, *, white_back: bool = False,
-                   dot: str = "ieee", block_rays: int = BLOCK_RAYS, num_warps: int = NUM_WARPS
+                   dot: str = "ieee", block_rays: int | None = None, num_warps: int | None = None
                    ) -> tuple[torch.Tensor, ...]:
     """Composite the merged sorted coarse [R, N] and fine [R, F] depths: (rgb [R, C] in [-1, 1],
     depth [R] (NaN -> inf, unclamped), weights_total [R])."""
@@ -260,6 +261,7 @@ def fine_composite(planes_cl: torch.Tensor, decoder: tuple, origins: torch.Tenso
     rgb = torch.empty(r, c, device=depths.device, dtype=torch.float32)
     depth = torch.empty(r, device=depths.device, dtype=torch.float32)
     wsum = torch.empty(r, device=depths.device, dtype=torch.float32)
+    block_rays, num_warps = block_rays or BLOCK_RAYS, num_warps or NUM_WARPS
     w1t, b1, w2t, b2, w_sigma, b_sigma = decoder
     _fine_kernel[_grid(r, block_rays)](planes_cl, origins.contiguous(), dirs.contiguous(), depths.contiguous(),
                                        fine.contiguous(), rgb, depth, wsum, w1t, b1, w2t, b2, w_sigma, b_sigma,
