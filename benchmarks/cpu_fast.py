@@ -6,6 +6,8 @@ random weights. Batch 1, 96 + 96 samples, deterministic sampling. Two measuremen
 * ``render``  - one ``net.render(inv, c_novel)`` (volume rendering + super-resolution) of a fixed inversion;
 * ``forward`` - ``encode`` + one novel-view render (the official per-frame work).
 
+Non-eager rows also run the encoders, backbone and super-resolution through ``compile_network``.
+
 Configurations run interleaved, ``--repeats`` rounds, and the minimum is reported (other processes share
 the machine; the minimum is the least disturbed run). PSNR is against eager float32.
 
@@ -49,8 +51,9 @@ def build_net() -> tuple[TriPlaneNet, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default="eager/fp32,compiled/fp32,compiled/bf16",
-                    help="comma-separated BACKEND/PRECISION[+net] (+net: torch.compile the encoders, backbone, SR)")
+    ap.add_argument("--configs", default="eager/fp32,compiled/fp32,compiled/bf16", help="comma-separated BACKEND/PRECISION")
+    ap.add_argument("--no-compile-network", action="store_true",
+                    help="compile only the renderer (default: also the encoders, backbone and SR for non-eager rows)")
     ap.add_argument("--what", default="render,forward")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--samples", default="96/96")
@@ -65,11 +68,11 @@ def main() -> None:
     with torch.inference_mode():
         inv = net.encode(x, c, **kw)
     configs = [tuple(s.split("/")) for s in args.configs.split(",")]
-    if any(p.endswith("+net") for _, p in configs):
+    if not args.no_compile_network:
         compile_network(net)
 
     def call(what: str, backend: str, precision: str):
-        k = dict(kw, backend=backend, precision=precision.removesuffix("+net"))
+        k = dict(kw, backend=backend, precision=precision)
         with torch.inference_mode():
             if what == "render":
                 return net.render(inv, c_novel, **k).image
@@ -101,6 +104,7 @@ def main() -> None:
                   f"cpu {row['min_cpu_s']:7.3f} s  x{row['speedup_vs_eager_fp32'] or 0:5.2f}  "
                   f"PSNR {'identical' if psnr is None else f'{psnr:.1f} dB'}", flush=True)
     doc = {"device": speed.device_name(torch.device("cpu")), "weights": weights, "runtime": applied,
+           "network_compiled": not args.no_compile_network, "load_average": os.getloadavg(),
            "samples": args.samples, "repeats": args.repeats, "results": results}
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")

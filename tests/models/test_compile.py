@@ -88,3 +88,29 @@ def test_reduce_overhead_keeps_earlier_inversions_intact():
             second = net.encode(x2, c, backend="compiled")
     assert (first.planes - ref.planes).abs().max() < 1e-3
     assert (first.planes - second.planes).abs().max() > 1e-2
+
+
+def test_a_part_that_fails_to_compile_runs_eagerly_with_one_warning(monkeypatch, caplog):
+    import logging
+
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    from vidtriplane.models.eg3d import backends, generator
+
+    monkeypatch.setattr(generator, "render_rays_with", lambda _, *a, **k: backends.render_rays_with("eager", *a, **k))
+    monkeypatch.setattr(mc, "_warned", False)
+    net = tiny_net()
+
+    def broken(*args, **kwargs):
+        raise BackendCompilerFailed(lambda: None, RuntimeError("no C++ compiler"), None)
+
+    for module in (net.psp_encoder, net.decoder.superresolution):  # as compile_network installs them
+        module.__dict__[mc._ATTR] = mc._guarded(broken, module)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    c = lookat_label(torch.tensor([0.2]), torch.tensor([0.0]))
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="vidtriplane.models.compile"):
+        ref = net.render(net.encode(x, c), c).image
+        out = net.render(net.encode(x, c, backend="compiled"), c, backend="compiled").image
+    assert not mc.is_compiled(net.psp_encoder) and not mc.is_compiled(net.decoder.superresolution)
+    assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 1
+    assert torch.equal(out, ref)

@@ -69,7 +69,7 @@ def build_net(model_size: str, device, seed: int = 0):
               type=click.Choice(["auto", "none", "default", "reduce-overhead", "max-autotune",
                                  "max-autotune-no-cudagraphs"]),
               help="torch.compile mode of the encoders, backbone and SR for the non-eager backends "
-                   "(auto: default on CUDA, none on the CPU).")
+                   "(auto = default; none = only the renderer is compiled).")
 @click.option("--warmup", type=click.IntRange(1), default=2, show_default=True, help="Untimed calls per row.")
 @click.option("--repeats", type=click.IntRange(1), default=5, show_default=True, help="Timed calls per row.")
 @click.option("--cttr/--no-cttr", default=False, show_default=True, help="Add one CTTR pass per frame.")
@@ -109,7 +109,7 @@ def command(model_size: str, batch_sizes: str, samples: str, backends: str, prec
     precision_names = _choice_list(precisions, speed.available_precisions(dev), "precisions")
     sizes, sample_list = _int_list(batch_sizes), _samples_list(samples)
     net = build_net(model_size, dev)
-    mode = ("default" if dev.type == "cuda" else "none") if compile_mode == "auto" else compile_mode
+    mode = "default" if compile_mode == "auto" else compile_mode
     if mode != "none":
         compile_network(net, mode=mode)
     click.echo(f"device: {speed.device_name(dev)}; model: {model_size}, generated weights; cttr: {int(cttr)}; "

@@ -12,10 +12,12 @@ size. Inductor's on-disk cache (``vidtriplane.runtime.configure`` points it at t
 makes later processes compile much faster. ``backend="eager"`` never uses compiled parts.
 
 CUDA graphs (``mode="reduce-overhead"``) replay into the same output memory, so the outputs are cloned
-before they are returned (an ``Inversion`` may outlive the next call).
+before they are returned (an ``Inversion`` may outlive the next call). A part whose compilation fails
+runs eagerly from then on (one warning per process).
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -26,6 +28,33 @@ MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagrap
 #: attribute paths of the compilable parts, on a TriPlaneNet (``decoder.`` = its EG3D generator)
 PARTS = ("psp_encoder", "triplanenet_encoder", "decoder.backbone.synthesis", "decoder.superresolution")
 _ATTR = "_vidtriplane_compiled"
+log = logging.getLogger(__name__)
+_warned = False
+
+
+def compile_errors() -> tuple[type[BaseException], ...]:
+    """Exception types of a failed ``torch.compile`` (raised at the first call of the compiled function)."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError
+
+    return TorchDynamoException, CppCompileError
+
+
+def _guarded(fn: Callable, module: nn.Module) -> Callable:
+    """``fn``, or ``module`` itself from the first compile failure on (warned once per process)."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        global _warned
+        try:
+            return fn(*args, **kwargs)
+        except compile_errors() as exc:
+            module.__dict__.pop(_ATTR, None)
+            if not _warned:
+                log.warning("torch.compile of %s failed (%s); running it eagerly", type(module).__name__,
+                            type(exc).__name__)
+                _warned = True
+            return module(*args, **kwargs)
+
+    return call
 
 
 def _submodule(root: nn.Module, path: str) -> nn.Module | None:
@@ -72,7 +101,7 @@ def compile_network(net: nn.Module, *, mode: str = "default", parts: Sequence[st
                                      mode=mode if compiler == "inductor" else None)
         if mode == "reduce-overhead":
             fn = _cloning(fn)
-        module.__dict__[_ATTR] = fn
+        module.__dict__[_ATTR] = _guarded(fn, module)
         names.append(type(module).__name__)
     return names
 

@@ -80,7 +80,7 @@ def triplane_features(planes_cl: torch.Tensor, points: torch.Tensor, box_warp: f
     for k, (u, v) in enumerate(((x, y), (x, z), (z, x))):
         plane = None
         for row, weight in plane_taps(u, v, h, w):
-            term = rows[first + k * h * w + row] * weight.unsqueeze(-1).to(rows.dtype)
+            term = rows[first + k * h * w + row].float() * weight.unsqueeze(-1)
             plane = term if plane is None else plane + term
         total = plane if total is None else total + plane
     return total.float() / 3
@@ -182,11 +182,12 @@ def render_rays_fast(planes: torch.Tensor, decoder: OSGDecoder, origins: torch.T
     drawn over the reference's chunks (``settings.chunk_rays``), so ``stochastic`` sampling with a seeded
     generator matches the eager backend. The passes run on sub-chunks of ``compute_rays`` rays (summed
     over the batch; 0 = the reference's chunks) so that their temporaries stay in the CPU caches.
-    ``mlp_dtype``: see :func:`decode` (compositing always stays float32).
+    ``mlp_dtype``: the planes are looked up in that type (interpolated in float32) and the decoder
+    multiplies in it (:func:`decode`); compositing always stays float32.
     """
     b, m, _ = origins.shape
     weights = tuple(t.detach().float() for t in decoder_weights(decoder))
-    planes_cl = planes_channels_last(planes.float())
+    planes_cl = planes_channels_last(planes.to(mlp_dtype or torch.float32))  # half the bytes to look up
     step, starts = chunk_starts(m, b, settings.chunk_rays)
     sub = step if compute_rays <= 0 else min(step, max(1, compute_rays // b))
     parts = []
