@@ -18,6 +18,7 @@ import torch
 from cpu_fast import build_net
 
 from vidtriplane import runtime, speed
+from vidtriplane.models.compile import compile_network
 
 
 def main() -> None:
@@ -33,6 +34,8 @@ def main() -> None:
     applied = runtime.configure(device, tf32=False)
     net, weights = build_net()
     net = net.to(device)
+    if args.backend != "eager":
+        compile_network(net)  # as benchmarks/cpu_fast.py: encoders, backbone and SR compiled too
     x, c, c_novel = speed.model_inputs(1, 256, device)
     kw = dict(backend=args.backend, precision=args.precision, sampling="deterministic")
     counts = [tuple(int(v) for v in s.split("/")) for s in args.samples.split(",")]
