@@ -34,7 +34,7 @@ from vidtriplane import runtime, speed
 from vidtriplane.geometry.camera import lookat_label
 from vidtriplane.models.compile import compile_network, uncompile_network
 from vidtriplane.models.eg3d import EG3DConfig, EG3DGenerator
-from vidtriplane.models.eg3d.backends import render_rays_with
+from vidtriplane.models.eg3d.backends import BackendUnavailable, render_rays_with
 from vidtriplane.models.eg3d.renderer import RenderSettings, ray_bundle, render_rays
 from vidtriplane.models.triplanenet import TriPlaneNet, TriPlaneNetConfig
 
@@ -212,9 +212,9 @@ def main() -> None:
                         row = speed.measure_one(net, backend=backend, precision=precision, batch=batch,
                                                 samples=setup.samples, repeats=args.repeats, size=size,
                                                 references=references)
-                    except torch.OutOfMemoryError:
+                    except (torch.OutOfMemoryError, BackendUnavailable) as exc:
                         torch.cuda.empty_cache()
-                        doc["errors"][f"{label}{backend}/{precision}/b{batch}"] = "out of memory"
+                        doc["errors"][f"{label}{backend}/{precision}/b{batch}"] = f"{type(exc).__name__}: {exc}"
                         continue
                     entry = {**row.__dict__, "network_compile": label.rstrip(":") or "none"}
                     if label:
