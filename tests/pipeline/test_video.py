@@ -292,3 +292,25 @@ def test_the_runs_device_reaches_the_face_models(monkeypatch):
     cfg = resolve("render", pipeline="default", configs=["generated-tiny"], overrides=FAST)
     models = load_models(cfg)
     assert seen["device"] == "cpu" == str(models.device) and models.preprocess == "cpu"
+
+
+def test_compiled_backend_and_network_through_the_pipeline_match_eager(tmp_path, clip):
+    """render.backend=compiled with the network compiled: the short last batch is padded to the compiled
+    batch size, every frame comes out once, and the images match the eager reference."""
+    src, _ = clip
+    fast_cfg = tiny_cfg("render.backend=compiled", "render.compile_network=default", "composite.layout=crop")
+    fast_models = load_models(fast_cfg)
+    assert fast_models.static_shapes
+    report = render_video(src, tmp_path / "fast.mkv", fast_models, fast_cfg, progress=False)
+    assert report.frames == 5 and probe(tmp_path / "fast.mkv")["n"] == 5
+    eager_cfg = tiny_cfg("render.backend=eager", "composite.layout=crop")
+    render_video(src, tmp_path / "eager.mkv", load_models(eager_cfg), eager_cfg, progress=False)
+    diff = np.abs(decode(tmp_path / "fast.mkv").astype(int) - decode(tmp_path / "eager.mkv").astype(int))
+    assert diff.mean() < 0.5 and diff.max() <= 8
+
+
+def test_an_unavailable_backend_is_one_clear_error():
+    from vidtriplane.pipeline import PipelineError
+
+    with pytest.raises(PipelineError, match="render.backend=triton: .*needs"):
+        load_models(tiny_cfg("render.backend=triton"))

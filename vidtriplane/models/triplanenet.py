@@ -13,6 +13,13 @@ v2 (``tpn:models/triplanenet_v2.py``): the first branch is also rendered at the 
 ``encode`` runs the encoders once and returns an :class:`Inversion`; ``render`` draws it from any camera
 without re-running the encoders or the generator backbone. ``forward`` is the official single-call
 interface and always returns the final image tensor.
+
+Both take ``backend`` (``eager`` = the reference, ``compiled``, ``triton``, ``auto``; see
+``vidtriplane.models.eg3d.backends``) and ``precision`` (``fp32``, ``bf16``, ``fp16``: autocast of the
+encoders, the backbone and the super-resolution) among their keyword arguments::
+
+    inv = net.encode(x, c, backend="auto", precision="bf16")
+    image = net.render(inv, c_novel, backend="auto", precision="bf16").image
 """
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidtriplane.geometry.camera import flip_yaw
+from vidtriplane.models import precision as amp
+from vidtriplane.models.compile import part
 from vidtriplane.models.eg3d import EG3DConfig, EG3DGenerator, EG3DOutput
 from vidtriplane.models.encoders.psp import GradualStyleEncoder, PSPConfig
 from vidtriplane.models.encoders.triplane import TriPlaneEncoder, TriPlaneEncoderConfig, TriPlaneEncoderV2
@@ -98,6 +107,11 @@ class TriPlaneNetConfig:
             raise ValueError("; ".join(problems))
 
 
+def _speed_kwargs(synthesis_kwargs: dict[str, Any]) -> dict[str, str]:
+    """The ``backend``/``precision`` among synthesis keyword arguments (they also pick the encoders' path)."""
+    return {"backend": synthesis_kwargs.get("backend", "eager"), "precision": synthesis_kwargs.get("precision", "fp32")}
+
+
 def pool_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Official resize: adaptive average pooling (an exact 2x2 box mean for 512 -> 256)."""
     return F.adaptive_avg_pool2d(image, size)
@@ -137,9 +151,9 @@ class _Inverter(nn.Module):
         w_avg = self.decoder.backbone.mapping.w_avg.detach()
         return w_avg.repeat(self.psp_encoder.config.n_styles, 1)
 
-    def encode_codes(self, x: torch.Tensor) -> torch.Tensor:
+    def encode_codes(self, x: torch.Tensor, *, backend: str = "eager", precision: str = "fp32") -> torch.Tensor:
         """W+ codes of the first branch: ``psp_encoder(x) + latent_avg`` [B, num_ws, w_dim]."""
-        codes = self.psp_encoder(x)
+        codes = amp.run(precision, part(self.psp_encoder, backend), x)
         return codes + self.average_latent().to(device=codes.device, dtype=codes.dtype)
 
     def render(self, inv: Inversion, camera: torch.Tensor, **synthesis_kwargs: Any) -> EG3DOutput:
@@ -183,25 +197,26 @@ class TriPlaneNet(_Inverter):
         self.decoder = EG3DGenerator(config.eg3d)
         self.decoder.eval().requires_grad_(False)
 
-    def refine(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def refine(self, x: torch.Tensor, y: torch.Tensor, *, backend: str = "eager", precision: str = "fp32") -> torch.Tensor:
         """Tri-plane offsets from the input and a rendering of the current estimate (both [B, 3, H, W])."""
         x, y = x.detach(), y.detach()
-        return self.triplanenet_encoder(torch.cat([y, x - y], dim=1))
+        return amp.run(precision, part(self.triplanenet_encoder, backend), torch.cat([y, x - y], dim=1))
 
     def encode(self, x: torch.Tensor, c: torch.Tensor, *, cttr_steps: int = 0, **synthesis_kwargs: Any) -> Inversion:
         """Run both branches once (plus ``cttr_steps`` CTTR passes) for images x [B, 3, 256, 256] at cameras c."""
         if cttr_steps < 0:
             raise ValueError(f"cttr_steps must be >= 0, got {cttr_steps}")
         synthesis_kwargs.setdefault("noise_mode", "const")
+        fast = _speed_kwargs(synthesis_kwargs)
         size = tuple(x.shape[-2:])
         # 1. W+ codes and the backbone planes they give (computed once, reused by every render).
-        codes = self.encode_codes(x)
-        backbone = self.decoder.backbone_planes(codes, noise_mode=synthesis_kwargs["noise_mode"])
+        codes = self.encode_codes(x, **fast)
+        backbone = self.decoder.backbone_planes(codes, noise_mode=synthesis_kwargs["noise_mode"], **fast)
         # 2. First-branch image at the input view.
         y_psp = pool_to(self.decoder.synthesis(codes, c, planes=backbone, **synthesis_kwargs).image, size)
         # 3. Second branch: offsets from [y, x - y] (detached inputs, as in the official code).
         codes = codes.detach()
-        offsets = self.refine(x, y_psp)
+        offsets = self.refine(x, y_psp, **fast)
         inv = Inversion(codes=codes, planes=backbone + offsets, backbone_planes=backbone, offsets=offsets,
                         y_psp=y_psp, camera=c)
         # 4. CTTR passes.
@@ -220,7 +235,7 @@ class TriPlaneNet(_Inverter):
         if input_view_image is None:
             input_view_image = self.render(inv, inv.camera, **synthesis_kwargs).image
         y1 = pool_to(input_view_image, tuple(x.shape[-2:]))
-        offsets = self.refine(x, y1)
+        offsets = self.refine(x, y1, **_speed_kwargs(synthesis_kwargs))
         return replace(inv, planes=inv.backbone_planes + offsets, offsets=offsets, cttr_steps=inv.cttr_steps + 1)
 
 
@@ -250,19 +265,20 @@ class TriPlaneNetV2(_Inverter):
         if cttr_steps:
             raise ValueError("CTTR is defined for TriPlaneNet v1 only; use cttr_steps=0 with v2")
         synthesis_kwargs.setdefault("noise_mode", "const")
+        fast = _speed_kwargs(synthesis_kwargs)
         size = tuple(x.shape[-2:])
         x_mirror = x.flip(-1) if x_mirror is None else x_mirror
         c_mirror = flip_yaw(c) if c_mirror is None else c_mirror
         # 1. W+ codes and backbone planes.
-        codes = self.encode_codes(x)
-        backbone = self.decoder.backbone_planes(codes, noise_mode=synthesis_kwargs["noise_mode"])
+        codes = self.encode_codes(x, **fast)
+        backbone = self.decoder.backbone_planes(codes, noise_mode=synthesis_kwargs["noise_mode"], **fast)
         # 2. First branch rendered at the input and at the mirror camera.
         y = pool_to(self.decoder.synthesis(codes, c, planes=backbone, **synthesis_kwargs).image, size)
         y_m = pool_to(self.decoder.synthesis(codes, c_mirror, planes=backbone, **synthesis_kwargs).image, size)
         # 3. Refined planes from the 9-channel input and the (detached) backbone planes.
         codes, y, y_m, backbone = codes.detach(), y.detach(), y_m.detach(), backbone.detach()
         inp = torch.cat([y, x.detach() - y, x_mirror.detach() - y_m], dim=1)
-        planes = self.triplanenet_encoder(inp, backbone)
+        planes = amp.run(fast["precision"], part(self.triplanenet_encoder, fast["backend"]), inp, backbone)
         return Inversion(codes=codes, planes=planes, backbone_planes=backbone, offsets=None, y_psp=y, camera=c)
 
     def forward(

@@ -21,9 +21,12 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from vidtriplane import runtime
 from vidtriplane.config.render import ModelConfig, PipelineConfig
 from vidtriplane.devices import resolve_device
 from vidtriplane.errors import VidtriplaneError
+from vidtriplane.models.compile import compile_network
+from vidtriplane.models.eg3d.backends import BackendUnavailable, resolve_backend
 from vidtriplane.stages import aligned, composite, invert, render
 from vidtriplane.types import FrameBatch
 
@@ -62,20 +65,12 @@ class Models:
     generated: bool
     preprocess: Optional[Any] = None
     """The preprocess stage's loaded models (face detector, matting), when the pipeline has it."""
+    static_shapes: bool = False
+    """The network is compiled for fixed batch sizes: a short last batch is padded to the batch size."""
 
 
 # --------------------------------------------------------------------------------------------------
 # models
-
-
-def configure_torch(cfg: PipelineConfig, device: torch.device) -> None:
-    """Process-wide torch settings of a run (threads, TF32, cuDNN autotuning)."""
-    if cfg.runtime.torch_threads:
-        torch.set_num_threads(cfg.runtime.torch_threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = cfg.runtime.tf32
-        torch.backends.cudnn.allow_tf32 = cfg.runtime.tf32
-        torch.backends.cudnn.benchmark = True  # fixed frame shapes: let cuDNN pick its fastest kernels
 
 
 def build_generated(cfg: ModelConfig) -> torch.nn.Module:
@@ -110,17 +105,29 @@ def load_models(cfg: PipelineConfig, weights: Optional[WeightFiles] = None) -> M
     device = resolve_device(cfg.runtime.device)
     if cfg.model.version == 2 and cfg.invert.cttr_steps:
         raise PipelineError("CTTR (invert.cttr_steps, --cttr) exists for TriPlaneNet v1 only; set it to 0 for v2")
-    configure_torch(cfg, device)
+    runtime.configure(device, threads=cfg.runtime.torch_threads, tf32=cfg.runtime.tf32)
+    try:
+        backend = resolve_backend(cfg.render.backend, device)
+    except BackendUnavailable as exc:
+        raise PipelineError(f"render.backend={cfg.render.backend}: {exc}") from None
     if device.type == "cpu" and cfg.model.size == "full":
         log.warning("running on the CPU: expect seconds per frame with the full-size model "
                     "(a CUDA GPU is 100x faster)")
     net = build_network(cfg.model, weights).to(device)
+    mode = cfg.render.compile_network
+    if mode == "auto":
+        mode = "off" if backend == "eager" else "default"
+    if mode != "off":
+        compiled = compile_network(net, mode=mode)
+        log.info("render backend %s, precision %s; compiled %s (%s); the first batch compiles (cached on disk)",
+                 backend, cfg.render.precision, ", ".join(compiled), mode)
     pre = None
     if "preprocess" in cfg.stages:
         from vidtriplane.stages import preprocess
 
         pre = preprocess.load_models(cfg.preprocess, device=str(device))
-    return Models(net=net, device=device, generated=cfg.model.weights == "generated", preprocess=pre)
+    return Models(net=net, device=device, generated=cfg.model.weights == "generated", preprocess=pre,
+                  static_shapes=mode != "off")
 
 
 def choose_batch_size(cfg: PipelineConfig, device: torch.device) -> int:
@@ -143,6 +150,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def pad_frames(batch: FrameBatch, size: int) -> FrameBatch:
+    """``batch`` (crops, labels, seconds) repeated from its last frame up to ``size`` frames."""
+    idx = np.minimum(np.arange(size), len(batch) - 1)
+    return FrameBatch(
+        meta=batch.meta, index=batch.index[idx], pts=batch.pts[idx], frames=batch.frames[idx],
+        crops=batch.crops[idx], labels=batch.labels[idx], seconds=batch.seconds[idx])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,12 +241,15 @@ class Infer:
         while i < n:
             j = min(n, i + self.size)
             try:
+                chunk = batch.slice(i, j)
+                if self.models.static_shapes and j - i < self.size:
+                    chunk = pad_frames(chunk, self.size)  # compiled for this batch size: no recompile
                 with timer("invert"):
-                    part = invert.apply(batch.slice(i, j), self.models.net, self.cfg.invert, self.models.device,
+                    part = invert.apply(chunk, self.models.net, self.cfg.invert, self.models.device,
                                         **self.kwargs)
                 with timer("render"):
-                    parts.append(render.apply(part, self.models.net, self.cfg.render,
-                                              same_view=self.same_view).rendered)
+                    rendered = render.apply(part, self.models.net, self.cfg.render, same_view=self.same_view).rendered
+                parts.append({k: v[: j - i] for k, v in rendered.items()})
                 del part
             except Exception as exc:  # only out-of-memory is retried; everything else propagates
                 if not is_out_of_memory(exc):

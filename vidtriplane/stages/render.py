@@ -51,12 +51,14 @@ def view_cameras(view: ViewConfig, labels: torch.Tensor, times: torch.Tensor) ->
 
 
 def synthesis_kwargs(cfg: RenderConfig) -> dict[str, Any]:
-    """Keyword arguments of ``G.synthesis`` / ``net.render`` for this config."""
+    """Keyword arguments of ``G.synthesis`` / ``net.render`` / ``net.encode`` for this config."""
     return {
         "sampling": cfg.sampling,
         "depth_samples": cfg.depth_samples,
         "importance_samples": cfg.importance_samples,
         "neural_rendering_resolution": cfg.neural_rendering_resolution,
+        "backend": cfg.backend,
+        "precision": cfg.precision,
     }
 
 

@@ -27,6 +27,13 @@ random jitter (pass ``generator`` to make it reproducible). ``depth_samples``/``
 default to the config (48/48, the checkpoint); the official TriPlaneNet inference uses 96/96.
 ``G.render(planes, c)`` runs only the volume rendering (no super-resolution) and returns per-pixel maps.
 The renderer steps are pure functions in ``vidtriplane.models.eg3d.renderer``.
+
+Speed: ``backend`` = ``"eager"`` (default, the reference), ``"compiled"``, ``"triton"`` or ``"auto"``
+chooses the volume renderer (``vidtriplane.models.eg3d.backends``) and, for any but eager, the parts
+``vidtriplane.models.compile.compile_network`` compiled; ``precision`` = ``"fp32"`` (default), ``"bf16"``
+or ``"fp16"`` runs the backbone and the super-resolution under autocast (rendering stays float32)::
+
+    out = G.synthesis(ws, c, backend="auto", precision="bf16")
 """
 from __future__ import annotations
 
@@ -35,9 +42,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vidtriplane.models import precision as amp
+from vidtriplane.models.compile import part
+from vidtriplane.models.eg3d.backends import check_backend, render_rays_with
 from vidtriplane.models.eg3d.config import EG3DConfig
 from vidtriplane.models.eg3d.decoder import OSGDecoder
-from vidtriplane.models.eg3d.renderer import SAMPLING_MODES, Sampling, ray_bundle, render_rays
+from vidtriplane.models.eg3d.renderer import SAMPLING_MODES, Sampling, ray_bundle
 from vidtriplane.models.eg3d.superresolution import SuperResolution
 from vidtriplane.models.eg3d.synthesis import Backbone
 
@@ -87,15 +97,18 @@ class EG3DGenerator(nn.Module):
         c = torch.zeros_like(c) if self.cfg.c_gen_conditioning_zero else c * self.cfg.c_scale
         return self.backbone.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
 
-    def backbone_planes(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        """ws -> tri-planes [B, 96, R, R] (3 planes x 32 channels, stacked along channels)."""
-        return self.backbone.synthesis(ws, noise_mode=noise_mode)
+    def backbone_planes(self, ws: torch.Tensor, noise_mode: str = "const", *, backend: str = "eager",
+                        precision: str = "fp32") -> torch.Tensor:
+        """ws -> tri-planes [B, 96, R, R] (3 planes x 32 channels, stacked along channels), float32."""
+        return amp.run(precision, part(self.backbone.synthesis, backend), ws, noise_mode=noise_mode)
 
     def render(self, planes: torch.Tensor, c: torch.Tensor, *, sampling: Sampling = "deterministic",
                depth_samples: int | None = None, importance_samples: int | None = None,
                neural_rendering_resolution: int | None = None,
-               generator: torch.Generator | None = None) -> EG3DRender:
-        """Volume-render planes [B, 96, H, W] from cameras c [B, 25] (no super-resolution)."""
+               generator: torch.Generator | None = None, backend: str = "eager",
+               precision: str = "fp32") -> EG3DRender:
+        """Volume-render planes [B, 96, H, W] from cameras c [B, 25] (no super-resolution), in float32
+        with the ``backend`` renderer (``precision`` only picks the plane dtype the triton kernels read)."""
         cfg = self.cfg
         b = planes.shape[0]
         if planes.ndim != 4 or planes.shape[1] != cfg.backbone_channels:
@@ -108,7 +121,8 @@ class EG3DGenerator(nn.Module):
         # 1. rays, 2. render, 3. rays back to images (row-major)
         origins, dirs = ray_bundle(c[:, :16].reshape(-1, 4, 4), c[:, 16:25].reshape(-1, 3, 3), res)
         tri = planes.reshape(b, 3, cfg.plane_features, planes.shape[-2], planes.shape[-1])
-        out = render_rays(tri, self.decoder, origins, dirs, settings, generator=generator)
+        out = render_rays_with(backend, tri, self.decoder, origins, dirs, settings, generator=generator,
+                               precision=precision)
 
         def image(t: torch.Tensor) -> torch.Tensor:
             return t.permute(0, 2, 1).reshape(b, t.shape[-1], res, res).contiguous()
@@ -128,6 +142,8 @@ class EG3DGenerator(nn.Module):
         importance_samples: int | None = None,
         neural_rendering_resolution: int | None = None,
         generator: torch.Generator | None = None,
+        backend: str = "eager",
+        precision: str = "fp32",
     ) -> EG3DOutput:
         """Render ws [B, num_ws, w_dim] from cameras c [B, 25]. See the module docstring."""
         cfg = self.cfg
@@ -136,6 +152,8 @@ class EG3DGenerator(nn.Module):
             raise ValueError(f"ws must be [B, {cfg.num_ws}, {cfg.w_dim}], got {list(ws.shape)}")
         if sampling not in SAMPLING_MODES:
             raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
+        check_backend(backend)
+        amp.check_precision(precision)
         if c.ndim != 2 or c.shape != (ws.shape[0], 25):
             raise ValueError(f"camera labels must be [{ws.shape[0]}, 25] (one per sample), got {list(c.shape)}")
         plane_shape = (ws.shape[0], cfg.backbone_channels, cfg.backbone_resolution, cfg.backbone_resolution)
@@ -144,16 +162,18 @@ class EG3DGenerator(nn.Module):
                 raise ValueError(f"{name} must be {list(plane_shape)}, got {list(t.shape)}")
         # 1. tri-planes: given, or from the backbone; plus optional offsets
         if planes is None:
-            planes = self.backbone_planes(ws, noise_mode=noise_mode)
+            planes = self.backbone_planes(ws, noise_mode=noise_mode, backend=backend, precision=precision)
         if triplane_offsets is not None:
             planes = planes + triplane_offsets
         # 2. volume rendering
         r = self.render(planes, c, sampling=sampling, depth_samples=depth_samples,
                         importance_samples=importance_samples,
-                        neural_rendering_resolution=neural_rendering_resolution, generator=generator)
+                        neural_rendering_resolution=neural_rendering_resolution, generator=generator,
+                        backend=backend, precision=precision)
         # 3. super-resolution from the raw RGB and the features
         rgb = r.feature_image[:, :3]
-        image = self.superresolution(rgb, r.feature_image, ws, noise_mode=self.cfg.sr_noise_mode)
+        image = amp.run(precision, part(self.superresolution, backend), rgb, r.feature_image, ws,
+                        noise_mode=self.cfg.sr_noise_mode)
         return EG3DOutput(image=image, image_raw=rgb, image_depth=r.depth, feature_image=r.feature_image,
                           weights_total=r.weights_total, planes=planes)
 

@@ -1,0 +1,46 @@
+"""``vidtriplane bench`` model-only: the JSON schema and the table, on the tiny model (no OpenCV).
+Other backends are checked against eager in tests/models (compiling them here would make this slow)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+KEYS = {"backend", "precision", "batch", "fps", "ms_per_frame", "peak_mem_bytes", "psnr_db_vs_eager_fp32"}
+
+
+def test_bench_json_schema_on_the_tiny_model(tmp_path):
+    out = tmp_path / "bench.json"
+    code = (
+        "import sys\n"
+        "from vidtriplane.commands.bench import command\n"
+        "try:\n"
+        f"    command(['--model-size', 'tiny', '--model-only', '--device', 'cpu', '--backends', 'eager',\n"
+        f"             '--precisions', 'fp32,bf16', '--batch-sizes', '1,2', '--samples', '6/6', '--warmup', '1',\n"
+        f"             '--repeats', '2', '--json', {str(out)!r}])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "assert 'cv2' not in sys.modules, 'model-only bench imported OpenCV'\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["device"].startswith("cpu")
+    rows = doc["results"]
+    assert [(r["backend"], r["precision"], r["batch"]) for r in rows] == [
+        ("eager", p, n) for n in (1, 2) for p in ("fp32", "bf16")]
+    for r in rows:
+        assert KEYS <= set(r)
+        assert r["fps"] > 0 and abs(r["ms_per_frame"] * r["fps"] - 1000) < 1e-6 * 1000
+        assert r["ms_per_frame_median"] >= r["ms_per_frame"]
+        assert r["peak_mem_bytes"] is None  # CPU
+        if (r["backend"], r["precision"]) == ("eager", "fp32"):
+            assert r["psnr_db_vs_eager_fp32"] is None  # the reference itself
+        else:
+            assert 30 < r["psnr_db_vs_eager_fp32"] < 200
+    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + len(rows) and "| eager | bf16 | 2 | 6/6 |" in proc.stdout
