@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"backend", "precision", "batch", "fps", "ms_per_frame", "peak_mem_bytes", "psnr_db_vs_eager_fp32"}
 
@@ -44,3 +46,33 @@ def test_bench_json_schema_on_the_tiny_model(tmp_path):
             assert 30 < r["psnr_db_vs_eager_fp32"] < 200
     table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
     assert len(table) == 2 + len(rows) and "| eager | bf16 | 2 | 6/6 |" in proc.stdout
+
+
+def test_bench_end_to_end_rows_render_the_whole_pipeline(tmp_path):
+    from click.testing import CliRunner
+
+    from vidtriplane.cli import main
+
+    out = tmp_path / "e2e.json"
+    result = CliRunner().invoke(main, [
+        "bench", "--model-size", "tiny", "--device", "cpu", "--backends", "eager", "--precisions", "fp32",
+        "--batch-sizes", "2", "--samples", "6/6", "--warmup", "1", "--repeats", "1", "--frames", "3",
+        "--set", "render.neural_rendering_resolution=16", "--set", "render.size=64", "--set", "composite.tile=64",
+        "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["end_to_end"]
+    assert [(r["batch"], r["samples"], r["frames"]) for r in rows] == [(2, "6/6", 3)]
+    assert rows[0]["fps"] > 0 and abs(rows[0]["ms_per_frame"] * rows[0]["fps"] - 1000) < 1e-6
+
+
+def test_bench_refuses_a_missing_cuda_device():
+    from click.testing import CliRunner
+
+    import torch
+
+    from vidtriplane.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = CliRunner().invoke(main, ["bench", "--model-size", "tiny", "--device", "cuda", "--model-only"])
+    assert result.exit_code == 1 and "CUDA is not available" in result.stderr and "Traceback" not in result.stderr

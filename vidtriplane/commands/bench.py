@@ -17,6 +17,8 @@ from typing import Optional
 
 import click
 
+from vidtriplane.commands.options import device_option, verbosity_options
+
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -73,7 +75,7 @@ def build_net(model_size: str, device, seed: int = 0):
 @click.option("--warmup", type=click.IntRange(1), default=2, show_default=True, help="Untimed calls per row.")
 @click.option("--repeats", type=click.IntRange(1), default=5, show_default=True, help="Timed calls per row.")
 @click.option("--cttr/--no-cttr", default=False, show_default=True, help="Add one CTTR pass per frame.")
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True, help="CPU threads (0 = default).")
 @click.option("--end-to-end/--model-only", default=True, show_default=True, help="Also time the whole pipeline.")
 @click.option("--input", "clip", default=None, help="Clip for the end-to-end rows [a generated 2 s clip].")
@@ -81,9 +83,11 @@ def build_net(model_size: str, device, seed: int = 0):
 @click.option("--frames", type=click.IntRange(1), default=8, show_default=True, help="Frames of the generated clip.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Extra config overrides (end to end).")
 @click.option("--json", "json_path", default=None, metavar="PATH", help="Write the results as JSON to PATH.")
+@verbosity_options
 def command(model_size: str, batch_sizes: str, samples: str, backends: str, precisions: str, compile_mode: str,
             warmup: int, repeats: int, cttr: bool, device: str, threads: int, end_to_end: bool, clip: Optional[str],
-            pipeline: str, frames: int, overrides: tuple[str, ...], json_path: Optional[str]) -> None:
+            pipeline: str, frames: int, overrides: tuple[str, ...], json_path: Optional[str], quiet: bool,
+            verbose: bool) -> None:
     """Measure frames per second and accuracy with generated weights (no downloads needed).
 
     \b
@@ -96,14 +100,13 @@ def command(model_size: str, batch_sizes: str, samples: str, backends: str, prec
 
     from vidtriplane import speed
     from vidtriplane.commands.common import setup_logging
+    from vidtriplane.devices import resolve_device
     from vidtriplane.models.compile import compile_network
     from vidtriplane.runtime import configure
 
-    setup_logging(quiet=True)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError(f"--device {device} but CUDA is not available; use --device cpu")
+    setup_logging(quiet=not verbose, verbose=verbose)
+    device = device or "auto"
+    dev = resolve_device(device)
     configure(dev, threads=threads)
     backend_names = _choice_list(backends, speed.available_backends(dev), "backends")
     precision_names = _choice_list(precisions, speed.available_precisions(dev), "precisions")
@@ -140,14 +143,14 @@ def _end_to_end(model_size: str, device: str, cttr: bool, sizes: list[int], samp
     import logging
     import tempfile
 
+    from vidtriplane.config import resolve
     from vidtriplane.pipeline import load_models, render_video
-    from vidtriplane.render_config import resolve_config
 
-    logging.getLogger("vidtriplane.stages.invert").setLevel(logging.ERROR)  # the loud warning is expected here
+    logging.getLogger("vidtriplane.pipeline.build").setLevel(logging.ERROR)  # the loud warning is expected here
     preset = ["generated-tiny"] if model_size == "tiny" else []
     base = ["model.weights=generated", f"model.size={model_size}", f"runtime.device={device}",
             f"invert.cttr_steps={int(cttr)}"]
-    models = load_models(resolve_config(pipeline=pipeline, config_files=preset, overrides=[*base, *overrides]))
+    models = load_models(resolve("render", pipeline=pipeline, configs=preset, overrides=[*base, *overrides]))
     rows = []
     with tempfile.TemporaryDirectory(prefix="vidtriplane-bench-") as tmp:
         src = clip or str(Path(tmp) / "clip.mp4")
@@ -155,7 +158,7 @@ def _end_to_end(model_size: str, device: str, cttr: bool, sizes: list[int], samp
             _make_clip(src, frames)
         for s in sample_list:
             for b in sizes:
-                run_cfg = resolve_config(pipeline=pipeline, config_files=preset, overrides=[
+                run_cfg = resolve("render", pipeline=pipeline, configs=preset, overrides=[
                     *base, *overrides, f"runtime.batch_size={b}", f"render.depth_samples={s[0]}",
                     f"render.importance_samples={s[1]}"])
                 rep = render_video(src, Path(tmp) / "out.mp4", models, run_cfg, progress=False)
