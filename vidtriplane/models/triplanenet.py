@@ -169,6 +169,11 @@ class _Inverter(nn.Module):
     def encode(self, x: torch.Tensor, c: torch.Tensor, **kwargs: Any) -> Inversion:  # pragma: no cover
         raise NotImplementedError
 
+    def forward_encode_kwargs(self, cttr: bool, x_mirror: torch.Tensor | None,
+                              c_mirror: torch.Tensor | None) -> dict[str, Any]:  # pragma: no cover
+        """The version-specific ``encode`` arguments of :meth:`forward`."""
+        raise NotImplementedError
+
     def forward(
         self,
         x: torch.Tensor,
@@ -176,11 +181,15 @@ class _Inverter(nn.Module):
         c_novel: torch.Tensor | None = None,
         cttr: bool = False,
         resize: bool = True,
+        *,
+        x_mirror: torch.Tensor | None = None,
+        c_mirror: torch.Tensor | None = None,
         **synthesis_kwargs: Any,
     ) -> torch.Tensor:
         """Official single call: the final image at ``c_novel`` (default ``c``), pooled to the input size
-        when ``resize``. ``cttr`` runs one CTTR refinement pass (v1)."""
-        inv = self.encode(x, c, cttr_steps=1 if cttr else 0, **synthesis_kwargs)
+        when ``resize``. ``cttr`` runs one CTTR refinement pass (v1); v2's mirror image and camera default to
+        the flipped input (official v2 dataset)."""
+        inv = self.encode(x, c, **self.forward_encode_kwargs(cttr, x_mirror, c_mirror), **synthesis_kwargs)
         image = self.render(inv, c if c_novel is None else c_novel, **synthesis_kwargs).image
         return pool_to(image, tuple(x.shape[-2:])) if resize else image
 
@@ -196,6 +205,10 @@ class TriPlaneNet(_Inverter):
         self.triplanenet_encoder = TriPlaneEncoder(config.encoder)
         self.decoder = EG3DGenerator(config.eg3d)
         self.decoder.eval().requires_grad_(False)
+
+    def forward_encode_kwargs(self, cttr: bool, x_mirror: torch.Tensor | None,
+                              c_mirror: torch.Tensor | None) -> dict[str, Any]:
+        return {"cttr_steps": 1 if cttr else 0}
 
     def refine(self, x: torch.Tensor, y: torch.Tensor, *, backend: str = "eager", precision: str = "fp32") -> torch.Tensor:
         """Tri-plane offsets from the input and a rendering of the current estimate (both [B, 3, H, W])."""
@@ -281,25 +294,11 @@ class TriPlaneNetV2(_Inverter):
         planes = amp.run(fast["precision"], part(self.triplanenet_encoder, fast["backend"]), inp, backbone)
         return Inversion(codes=codes, planes=planes, backbone_planes=backbone, offsets=None, y_psp=y, camera=c)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        c: torch.Tensor,
-        c_novel: torch.Tensor | None = None,
-        cttr: bool = False,
-        resize: bool = True,
-        *,
-        x_mirror: torch.Tensor | None = None,
-        c_mirror: torch.Tensor | None = None,
-        **synthesis_kwargs: Any,
-    ) -> torch.Tensor:
-        """The final image at ``c_novel`` (default: the input camera ``c``), pooled to the input size when
-        ``resize``. The mirror image and camera default to the flipped input (official v2 dataset)."""
+    def forward_encode_kwargs(self, cttr: bool, x_mirror: torch.Tensor | None,
+                              c_mirror: torch.Tensor | None) -> dict[str, Any]:
         if cttr:
             raise ValueError("CTTR is defined for TriPlaneNet v1 only")
-        inv = self.encode(x, c, x_mirror=x_mirror, c_mirror=c_mirror, **synthesis_kwargs)
-        image = self.render(inv, c if c_novel is None else c_novel, **synthesis_kwargs).image
-        return pool_to(image, tuple(x.shape[-2:])) if resize else image
+        return {"x_mirror": x_mirror, "c_mirror": c_mirror}
 
 
 __all__ = ["Inversion", "TriPlaneNet", "TriPlaneNetConfig", "TriPlaneNetV2", "pool_to"]
