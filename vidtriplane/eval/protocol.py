@@ -1,4 +1,4 @@
-"""The paper's evaluation protocol (``tpn:scripts/inference.py`` + ``tpn:metrics/metrics.py``; spec 7, 8).
+"""The paper's evaluation protocol (``tpn:scripts/inference.py`` + ``tpn:metrics/metrics.py``).
 
 Model mode, on a folder of aligned crops + ``dataset.json``: every image is resized to the encoders' size
 (256), inverted once (``TriPlaneNet.encode``, optional CTTR) and rendered at its own camera (same view,

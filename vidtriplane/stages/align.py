@@ -22,7 +22,7 @@ from vidtriplane.geometry.constants import CROP_SIZE
 from vidtriplane.geometry.warp import square_crop_matrix, square_params, warp_affine
 
 # BFM mean-shape landmarks reduced to 5 points: left eye, right eye, nose tip, left / right mouth corner
-# (image-left first), in BFM units (section 5.2).
+# (image-left first), in BFM units (Deep3DFaceRecon ``util/preprocess.py``, from BFM ``similarity_Lm3D_all.mat``).
 REFERENCE_5 = np.array(
     [
         [-0.311487, 0.290361, 0.133780],

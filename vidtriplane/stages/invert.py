@@ -23,7 +23,10 @@ def input_size(net: torch.nn.Module) -> int:
 
 def network_input(crops: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
     """[N,H,W,3] uint8 crops -> [N,3,size,size] float in [-1, 1] (box-filtered like the official resize)."""
-    x = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.ascontiguousarray(crops))
+    if device.type == "cuda":  # page-locked host memory: the copy runs asynchronously
+        x = x.pin_memory()
+    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
     x = x / 127.5 - 1.0
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.adaptive_avg_pool2d(x, (size, size)) if x.shape[-1] > size else F.interpolate(

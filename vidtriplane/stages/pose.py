@@ -15,7 +15,7 @@ the centre). Then, as in ``3dface2idr_mat.py`` + ``preprocess_face_cameras.py --
 
 The template: x, y come from the landmarks of scikit-image's public-domain ``astronaut.png`` (dlib 68
 points), made left-right symmetric by averaging with the mirrored shape, placed onto the five BFM
-reference points of section 5.2 (eyes and nose by a similarity, mouth corners mapped onto theirs); z are
+reference points of Deep3DFaceRecon's ``align_img`` (eyes and nose by a similarity, mouth corners mapped onto theirs); z are
 anthropometric depths chosen so that the eye-corner means, nose tip and mouth corners equal the BFM
 reference depths. By default PnP uses the points that move least with expression and silhouette:
 brows, nose, eyes, mouth corners and chin. Five-point landmarks (MTCNN) use :func:`template_5`, the same

@@ -45,6 +45,8 @@ class PreprocessModels:
 
     face: Optional[landmarks.AnyBackend] = None
     matting: Any = None
+    device: str = "cpu"
+    """Where the crop warp runs: CUDA (one batched ``grid_sample``) when the face models run there."""
 
 
 def load_models(cfg: PreprocessConfig, *, geometry: bool = True, device: Optional[str] = None) -> PreprocessModels:
@@ -63,7 +65,10 @@ def load_models(cfg: PreprocessConfig, *, geometry: bool = True, device: Optiona
         if matting_cfg.device == "auto" and face_device != "auto":
             matting_cfg = replace(matting_cfg, device=face_device)
         runner = matting_backends.load_runner(matting_cfg)
-    return PreprocessModels(face=face, matting=runner)
+    from vidtriplane.devices import resolve_device
+
+    warp_device = str(resolve_device(face_device, what="landmarks.device"))
+    return PreprocessModels(face=face, matting=runner, device=warp_device)
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,14 @@ def with_geometry(
     """Add the geometry fields, cut the crops and (with matting) replace their background."""
     if len(geo["labels"]) != len(batch):
         raise ValueError(f"geometry for {len(geo['labels'])} frames given to a batch of {len(batch)}")
-    crops = align.warp_crops(batch.frames, geo["crop_matrix"].astype(np.float64), cfg.align)
+    if models.device.startswith("cuda"):
+        from vidtriplane.geometry import warp_torch
+
+        crops = warp_torch.warp_crops(batch.frames, geo["crop_matrix"].astype(np.float64), cfg.align.out_size,
+                                      models.device, mode="bicubic" if cfg.align.interpolation != "linear" else
+                                      "bilinear")
+    else:
+        crops = align.warp_crops(batch.frames, geo["crop_matrix"].astype(np.float64), cfg.align)
     if crops.ndim == 3 or crops.shape[-1] == 1:  # grey frames -> RGB crops
         crops = np.repeat(crops.reshape(crops.shape[:3] + (1,)), 3, axis=-1)
     extras = {

@@ -1,6 +1,6 @@
 """The TriPlaneNet training loop: one plain function (``training_loop``), like edm2's.
 
-Per step (``tpn:training/coach.py``, ``tpn:training/coach_v2.py``; ``official_spec.md`` 1.5, 2, 6):
+Per step (``tpn:training/coach.py``, ``tpn:training/coach_v2.py``):
 the batch's synthetic rows are rendered by the frozen generator; the pSp branch trains on steps
 < ``train.stop_psp`` (afterwards it runs in eval mode without gradients), the tri-plane branch on steps
 >= ``train.add_triplanenet`` from detached inputs; each branch has its own Ranger. v2 adds the mirror

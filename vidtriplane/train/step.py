@@ -1,4 +1,4 @@
-"""The forward passes and objectives of one training step (``official_spec.md`` 1.5, 2, 6).
+"""The forward passes and objectives of one training step (``tpn:models/triplanenet.py``, ``tpn:training/coach.py``, ``tpn:training/coach_v2.py``).
 
 The two branches are separate on purpose (``tpn:training/coach.py``): the pSp loss reaches the pSp
 encoder through the frozen generator; the tri-plane branch reads *detached* codes, planes and images, so

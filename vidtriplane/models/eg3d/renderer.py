@@ -39,7 +39,7 @@ class RenderSettings:
     box_warp: float = 1.0
     """Side of the cube the tri-planes span (world units)."""
     sampling: Sampling = "deterministic"
-    """'deterministic': mid-interval depths and u = linspace(0, 1) (parity README section 4);
+    """'deterministic': mid-interval depths and u = linspace(0, 1) (what the parity data was made with);
     'stochastic': the official random jitter and random u."""
     white_back: bool = False
     chunk_rays: int = 16384
