@@ -122,3 +122,7 @@ def test_load_models_places_the_detector_and_the_matting_network(monkeypatch, la
                            matting=MattingConfig(enabled=True, device=matting_device))
     models = pp.load_models(cfg, device=run_device)
     assert (models.face, models.matting) == want == (seen["face"], seen["matting"])
+    import torch
+
+    auto_warp = "cuda" if torch.cuda.is_available() else "cpu"
+    assert models.device == (want[0] if want[0].startswith("cuda") else auto_warp if want[0] == "auto" else "cpu")

@@ -65,10 +65,16 @@ def load_models(cfg: PreprocessConfig, *, geometry: bool = True, device: Optiona
         if matting_cfg.device == "auto" and face_device != "auto":
             matting_cfg = replace(matting_cfg, device=face_device)
         runner = matting_backends.load_runner(matting_cfg)
-    from vidtriplane.devices import resolve_device
+    return PreprocessModels(face=face, matting=runner, device=_warp_device(face_device))
 
-    warp_device = str(resolve_device(face_device, what="landmarks.device"))
-    return PreprocessModels(face=face, matting=runner, device=warp_device)
+
+def _warp_device(face_device: str) -> str:
+    """The crop warp runs where the face models run: CUDA (``auto`` with a GPU, or a ``cuda:N``), else the CPU."""
+    if face_device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return face_device if face_device.startswith("cuda") else "cpu"
 
 
 @dataclass(frozen=True)
