@@ -155,7 +155,8 @@ def test_sequence_geometry_then_crops_like_a_cache_hit(models, clip):
         assert abs(nose[0] - 256) < 40 and 250 < nose[1] < 350
 
 
-def test_offline_smoothing_steadies_a_noisy_still_face_more_than_causal(models):
+def test_both_smoothers_steady_a_noisy_still_face(models):
+    """Files (offline) to <= 1/5 of the raw crop-centre jitter, pipes (causal) to <= 1/3."""
     rng = np.random.default_rng(0)
     img = astronaut()
     frames = np.stack([np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8) for _ in range(24)])
@@ -168,7 +169,7 @@ def test_offline_smoothing_steadies_a_noisy_still_face_more_than_causal(models):
     raw, raw_report = jitter("off")
     causal, _ = jitter("causal")
     offline, report = jitter("offline")
-    assert offline < 0.2 * raw and offline < causal < raw
+    assert offline < 0.2 * raw and causal < raw / 3
     assert report["ratio"]["centre_x_px"] < 0.3 and raw_report["ratio"]["centre_x_px"] == pytest.approx(1.0)
 
 

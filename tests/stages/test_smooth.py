@@ -98,6 +98,30 @@ def test_causal_smoother_is_batch_split_invariant_and_estimates_the_noise():
     np.testing.assert_allclose(whole[120:], unit[120:] * 0.01, rtol=1e-6, atol=1e-9)
 
 
+def test_noise_speed_is_the_std_of_the_speed_estimate_on_still_noise():
+    for rate in (25.0, 60.0):
+        cfg = smooth.SmoothConfig(beta=0.0)
+        speeds = [smooth.one_euro(np.random.default_rng(seed).normal(0, 1, (300, 1)), np.ones(300, bool),
+                                  smooth.SmoothState(), rate, cfg)[1].speed[0] for seed in range(300)]
+        assert np.std(speeds) == pytest.approx(smooth.noise_speed(rate, cfg), rel=0.12)
+
+
+def test_speed_deadzone_keeps_noise_from_opening_the_filter_but_not_a_turn():
+    """A still head: the dead zone leaves the cut-off at rest (less jitter than the plain One-Euro filter);
+    a fast turn is still followed: the same lag within half a frame."""
+    plain, zoned = smooth.SmoothConfig(speed_deadzone=0.0), smooth.SmoothConfig(speed_deadzone=5.0)
+    rng = np.random.default_rng(7)
+    still = rng.normal(0, 1, (300, 1))
+    ones = np.ones(300, bool)
+    jit = {name: steadiness.jitter(smooth.causal(still, ones, smooth.SmoothState(), FPS, cfg, UNIT)[0][30:], ones[30:])[0]
+           for name, cfg in (("plain", plain), ("zoned", zoned))}
+    assert jit["zoned"] < 0.8 * jit["plain"]
+    truth, raw = head_track(seed=1, turn_frames=1, turn=40.0)
+    lags = [steadiness.turn_lag(smooth.causal(raw[:, None], ones, smooth.SmoothState(), FPS, cfg, UNIT)[0][:, 0],
+                                truth, 148, 150) for cfg in (plain, zoned)]
+    assert lags[1] <= lags[0] + 0.5 and lags[1] <= 2.0
+
+
 def test_offline_smoother_on_a_file_track():
     """Files: jitter <= 1/5 of the raw estimate, lag <= 1 frame on a step-like turn, and no help from a NaN gap."""
     for seed in range(3):
@@ -131,3 +155,5 @@ def test_config_checks():
         smooth.SmoothConfig(mode="fast")
     with pytest.raises(ValueError, match="process_noise"):
         smooth.SmoothConfig(process_noise=0)
+    with pytest.raises(ValueError, match="speed_deadzone"):
+        smooth.SmoothConfig(speed_deadzone=-1.0)

@@ -7,7 +7,7 @@ Two smoothers, chosen by ``smooth.mode`` (:func:`resolve_mode`: files -> offline
   (:func:`vidtriplane.stages.kalman.smooth_adaptive`): a still head holds still, a turn is followed
   without delay, because every output sees the frames after it too.
 * **causal** (live pipes): :func:`causal`, a One-Euro filter (Casiez et al., CHI 2012): an exponential
-  low-pass whose cut-off rises with the signal's speed. It measured better than a causal Kalman filter at
+  low-pass whose cut-off rises with the signal's speed beyond what noise alone gives. It measured better than a causal Kalman filter at
   the same jitter (``benchmarks/preprocess_bench.py --parts smoother``). ``lookahead`` > 0 first averages
   each sample with up to that many following samples of the same batch (and as many preceding ones).
 
@@ -85,6 +85,18 @@ def _alpha(cutoff: np.ndarray | float, rate: float) -> np.ndarray | float:
     return 1.0 / (1.0 + tau * rate)
 
 
+def noise_speed(rate: float, cfg: SmoothConfig) -> float:
+    """Std of :func:`one_euro`'s speed estimate, in noise stds per second, for a still value plus white
+    noise while the cut-off rests at ``min_cutoff``: the speed is ``rate`` times a low-pass (``d_cutoff``)
+    of the innovation ``x[t] - value[t-1]``, itself ``x[t]`` less a low-pass (``min_cutoff``) of the
+    samples before it; both are linear in the noise, so the std is the norm of the impulse response."""
+    a, b = float(_alpha(cfg.min_cutoff, rate)), float(_alpha(cfg.d_cutoff, rate))
+    n = int(np.ceil(np.log(1e-12) / np.log(1.0 - min(a, b)))) + 2
+    innovation = np.concatenate([[1.0], -a * (1.0 - a) ** np.arange(n - 1)])
+    speed = rate * b * np.convolve((1.0 - b) ** np.arange(n), innovation)[:n]
+    return float(np.sqrt(np.sum(speed**2)))
+
+
 def _lookahead(x: np.ndarray, valid: np.ndarray, tail: Optional[np.ndarray], k: int) -> np.ndarray:
     """Centred mean over up to k valid samples before and after each valid sample."""
     if k == 0:
@@ -126,12 +138,14 @@ def one_euro(
 ) -> tuple[np.ndarray, SmoothState]:
     """One-Euro filter of samples [N, D] (rows with ``valid`` False are skipped and returned as NaN).
 
-    ``beta`` applies to the speed divided by ``scale`` (scalar, [D] or per frame [N, D]).
+    ``beta`` applies to the speed divided by ``scale`` (scalar, [D] or per frame [N, D]), less
+    ``speed_deadzone`` times :func:`noise_speed` (what noise alone gives).
     """
     x, valid = _valid(x, valid)
     out = np.full_like(x, np.nan)
     scale = np.broadcast_to(np.asarray(scale, np.float64), x.shape)
     rate = float(fps) if fps and fps > 0 else 30.0
+    deadzone = cfg.speed_deadzone * noise_speed(rate, cfg)
     xin = _lookahead(x, valid, state.tail, cfg.lookahead)
     value, speed, gap = state.value, state.speed, state.gap
     for i in range(len(x)):
@@ -143,7 +157,7 @@ def one_euro(
         else:
             d = (xin[i] - value) * rate
             speed = speed + _alpha(cfg.d_cutoff, rate) * (d - speed)
-            a = _alpha(cfg.min_cutoff + cfg.beta * np.abs(speed) / scale[i], rate)
+            a = _alpha(cfg.min_cutoff + cfg.beta * np.maximum(np.abs(speed) / scale[i] - deadzone, 0.0), rate)
             value = value + a * (xin[i] - value)
         gap = 0
         out[i] = value
