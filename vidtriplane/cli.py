@@ -39,12 +39,15 @@ class LazyGroup(click.Group):
         return module.command
 
     def invoke(self, ctx: click.Context):
-        from vidtriplane.commands.common import handle, install_signal_handlers
+        from vidtriplane.commands.common import handle, install_signal_handlers, on_exit
 
         install_signal_handlers()
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+        except SystemExit as exc:
+            on_exit(exc)
+            raise
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except BaseException as exc:  # every other error: one line + exit code (see commands/common.py)
             ctx.exit(handle(exc))

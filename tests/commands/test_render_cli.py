@@ -179,7 +179,7 @@ def test_signals_stop_cleanly_and_leave_no_output(tmp_path, sig, code):
     child.wait_until_paused()
     returncode, err = child.finish(sig)
     assert returncode == code, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "unfinished outputs were discarded" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mkv"]  # no output, no partial file
 
 
@@ -214,6 +214,24 @@ def test_unwritable_output_is_refused_before_any_work(tmp_path, clip):
     result = run_cli(str(clip), "-o", str(blocker / "o.mp4"), *TINY)
     assert result.exit_code == 1 and "is a file, not a folder" in result.stderr
     assert "GENERATED" not in result.stderr  # refused before the models were built
+
+
+@pytest.mark.parametrize("out, message", [("-", "writing to stdout needs --format"),
+                                          ("o.avi", "cannot tell the container")])
+def test_output_format_mistakes_are_usage_errors(tmp_path, clip, out, message):
+    target = out if out == "-" else str(tmp_path / out)
+    result = run_cli(str(clip), "-o", target, *TINY)
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_folder_into_itself_is_refused_naming_the_cause(tmp_path, clip):
+    import shutil
+
+    shutil.copy(clip, tmp_path / "a.mp4")
+    result = run_cli(str(tmp_path), "-o", str(tmp_path), *TINY)
+    assert result.exit_code == 2 and "is the input folder" in result.stderr and "no videos" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
 
 
 def test_folder_with_clashing_names_is_refused(tmp_path):
@@ -332,7 +350,7 @@ def test_missing_weights_message(tmp_path, clip, monkeypatch):
     result = run_cli(str(clip), "-o", str(tmp_path / "o.mp4"), "--pipeline", "aligned", "-q")
     assert result.exit_code == 1
     assert "triplanenet-v1" in result.stderr and "weights import" in result.stderr
-    assert "--weights generated" in result.stderr and "Traceback" not in result.stderr
+    assert "--config generated-tiny" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_out_of_memory_message(tmp_path, clip, monkeypatch):

@@ -117,3 +117,19 @@ def test_invalid_configs_say_why(overrides, message):
 def test_unknown_pipeline_lists_the_available_ones():
     with pytest.raises(ConfigError, match="aligned"):
         resolve("render", pipeline="nope")
+
+
+def test_presets_command_shows_a_presets_whole_first_comment(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from vidtriplane.commands.presets import command
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "mine.yaml").write_text(
+        "# First line of the description, cut mid-sentence (no\n# flicker) by the line break.\n\n"
+        "# a later comment\nkind: render\n")
+    monkeypatch.setenv("VIDTRIPLANE_HOME", str(tmp_path))
+    result = CliRunner().invoke(command, ["render"])
+    assert result.exit_code == 0, result.output
+    line = next(l for l in result.output.splitlines() if l.strip().startswith("mine "))
+    assert line.split(None, 1)[1] == "First line of the description, cut mid-sentence (no flicker) by the line break."

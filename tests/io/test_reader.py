@@ -155,6 +155,27 @@ def test_truncated_file_decodes_its_intact_prefix(tmp_path, fraction, n_min):
     assert [p * meta.time_base for p in pts.tolist()] == [Fraction(i, 25) for i in range(n)]
 
 
+def test_truncated_faststart_mp4_warns_how_many_frames_are_missing(tmp_path, caplog):
+    """An mp4 with its index first still opens when cut: its header lists every frame, so the reader says
+    how many decoded (once, though a file is read twice), instead of finishing silently short."""
+    data = video_bytes(n_frames=12, container="mp4", codec="ffv1", pix_fmt="bgr0", audio=False, movflags="+faststart")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    with caplog.at_level("WARNING", logger="vidtriplane.io.reader"):
+        for _ in range(2):
+            meta, frames, *_ = read_all(cut)
+    assert meta.n_frames == 12 and 0 < frames.shape[0] < 12
+    warned = [r.getMessage() for r in caplog.records if "frames its header lists" in r.getMessage()]
+    assert warned == [f"{cut} ended after {frames.shape[0]} of the 12 frames its header lists (a truncated file?); "
+                      f"the output has the {frames.shape[0]} that decode"]
+    caplog.clear()
+    whole = tmp_path / "whole.mp4"
+    whole.write_bytes(data)
+    with caplog.at_level("WARNING", logger="vidtriplane.io.reader"):
+        assert read_all(whole)[1].shape[0] == 12
+    assert not caplog.records
+
+
 def test_file_cut_before_any_frame_is_an_input_error(tmp_path):
     data = video_bytes(n_frames=8, container="matroska", audio=False)  # libx264: nothing decodes from 30 %
     cut = tmp_path / "cut.mkv"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import subprocess
 import sys
 from fractions import Fraction
@@ -135,8 +136,9 @@ def test_format_errors(tmp_path):
         resolve_format("-", WriterConfig(format="mov"))
     with pytest.raises(OutputError, match="unsupported output format"):
         resolve_format("x.mp4", WriterConfig(format="avi"))
-    with pytest.raises(OutputError, match="cannot tell the container"):
+    with pytest.raises(OutputError, match="cannot tell the container") as err:
         resolve_format(tmp_path / "x.foo", WriterConfig())
+    assert err.value.exit_code == 2  # a usage mistake, like a wrong option
     assert resolve_format(tmp_path / "x.MKV", WriterConfig()) == "matroska"
     assert resolve_format("-", WriterConfig(format="mkv")) == "matroska"
 
@@ -281,3 +283,29 @@ def test_closed_stdout_is_a_plain_broken_pipe_error(fmt):
     assert child.wait(timeout=120) == BROKEN_PIPE_STATUS, stderr
     assert len(head) == 100
     assert stderr.startswith("BrokenPipeError:") and "Traceback" not in stderr
+
+
+def test_a_closed_reader_of_stdout_is_noticed_at_the_next_write(tmp_path):
+    """The muxer buffers tens of kB, so a pipe whose reader left would surface frames later; the writer
+    checks the pipe before each write and stops at once."""
+    from vidtriplane.io.writer import reader_gone
+
+    r, w = os.pipe()
+    out = os.fdopen(w, "wb")
+    regular = open(tmp_path / "f", "wb")
+    try:
+        assert not reader_gone(out) and not reader_gone(regular) and not reader_gone(None)
+        writer = VideoWriter("-", width=64, height=48, fps=Fraction(25), time_base=Fraction(1, 25),
+                             cfg=WriterConfig(format="nut"), stdout=out)
+        writer.write(np.zeros((1, 48, 64, 3), np.uint8))
+        os.close(r)
+        assert reader_gone(out)
+        with pytest.raises(BrokenPipeError):
+            writer.write(np.zeros((1, 48, 64, 3), np.uint8))
+        assert writer.frames_written == 1
+    finally:
+        regular.close()
+        try:
+            out.close()
+        except BrokenPipeError:
+            pass

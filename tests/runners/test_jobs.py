@@ -55,6 +55,8 @@ def test_inputs_that_would_write_the_same_output_are_refused_before_anything_run
     ("folder_to_stdout", "cannot be written to stdout"),
     ("folder_to_file", "must be a folder"),
     ("empty_folder", "no videos"),
+    ("folder_to_itself", "is the input folder; outputs mirror"),
+    ("folder_to_its_parent", "holds the input folder"),
 ])
 def test_refusals(tmp_path, case, message):
     video = tmp_path / "v.mp4"
@@ -73,6 +75,11 @@ def test_refusals(tmp_path, case, message):
         src = str(tmp_path)
     elif case == "empty_folder":
         src, dst = str(tmp_path / "empty"), str(tmp_path / "out")
+    elif case == "folder_to_itself":  # the videos are there: the refusal must not say "no videos"
+        src = dst = str(tmp_path)
+    elif case == "folder_to_its_parent":
+        (tmp_path / "empty" / "w.mp4").write_bytes(b"v")
+        src, dst = str(tmp_path / "empty"), str(tmp_path)
     with pytest.raises(PlanError, match=message):
         plan(src, dst, recursive=False, suffix=".mp4", outputs_of=outputs_of)
 

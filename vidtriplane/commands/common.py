@@ -63,6 +63,12 @@ def _say(message: str) -> None:
     click.echo(f"vidtriplane: error: {message}", err=True)
 
 
+def on_exit(exc: SystemExit) -> None:
+    """Say why when SIGTERM ended the command (SIGINT is said by :func:`handle`)."""
+    if exc.code == EXIT_SIGTERM:
+        _say("terminated; unfinished outputs were discarded")
+
+
 def handle(exc: BaseException) -> int:
     """The exit code for an exception escaping a command, after telling the user (see the docstring)."""
     from vidtriplane.errors import VidtriplaneError

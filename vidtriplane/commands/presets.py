@@ -5,13 +5,17 @@ import click
 
 
 def _description(path) -> str:
-    """The first comment line of a preset, or a pipeline's ``description``."""
+    """A preset's first comment block (its lines joined), or a pipeline's ``description``."""
     from vidtriplane.config import load_yaml
 
-    text = path.read_text()
-    for line in text.splitlines():
+    block: list[str] = []
+    for line in path.read_text().splitlines():
         if line.startswith("#"):
-            return line.lstrip("# ").strip()
+            block.append(line.lstrip("# ").strip())
+        elif block:
+            break
+    if block:
+        return " ".join(part for part in block if part)
     description = load_yaml(path).get("description", "")
     return " ".join(str(description).split())
 

@@ -66,6 +66,12 @@ def _registry_file(name: str) -> Path:
     return resolve(name)
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error's whole message on one line (a download error lists each URL's failure and the import
+    command on lines of their own, all of which the user needs)."""
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
 def load_metric_nets(cfg: EvalConfig, device: torch.device) -> tuple[MetricNets, list[str]]:
     """LPIPS and the ID network from the registry, and the face aligner; absent ones are left out with a note."""
     from vidtriplane.checkpoints import load_face_embedder, load_lpips
@@ -76,7 +82,7 @@ def load_metric_nets(cfg: EvalConfig, device: torch.device) -> tuple[MetricNets,
     try:
         lpips = load_lpips(_registry_file("alexnet"), _registry_file("lpips-alex-v0.1")).to(device)
     except Exception as exc:  # noqa: BLE001 - missing, undownloadable or bad files: the metric is left out
-        log.warning("LPIPS is not computed: %s", str(exc).splitlines()[0])
+        log.warning("LPIPS is not computed: %s", _one_line(exc))
     align = id_aligner(device)
     if align is not None:
         candidates = [cfg.id_model] + (["ir-se50"] if cfg.id_fallback and cfg.id_model != "ir-se50" else [])
@@ -85,7 +91,7 @@ def load_metric_nets(cfg: EvalConfig, device: torch.device) -> tuple[MetricNets,
             try:
                 embedder = load_face_embedder(_registry_file(name), config).to(device)
             except Exception as exc:  # noqa: BLE001
-                log.warning("ID network %s is not available: %s", name, str(exc).splitlines()[0])
+                log.warning("ID network %s is not available: %s", name, _one_line(exc))
                 continue
             if name != cfg.id_model:
                 notes.append(f"ID uses {name} (fallback; the paper's metric uses {cfg.id_model})")

@@ -41,6 +41,7 @@ from vidtriplane.io.timestamps import MonotonicPts, repair_message
 from vidtriplane.types import FrameBatch, VideoMeta
 
 log = logging.getLogger(__name__)
+_TRUNCATION_WARNED: set[tuple[str, int]] = set()
 
 #: container formats accepted on stdin without options (``--input-format`` names, ffmpeg demuxer names)
 PIPE_FORMATS = {
@@ -321,6 +322,7 @@ class VideoReader:
         import av
 
         streams = [self._video] + ([self._audio] if self._audio is not None else [])
+        decoded = 0
         try:
             for packet in self._container.demux(streams):
                 if packet.stream.type == "audio":
@@ -328,9 +330,15 @@ class VideoReader:
                         self._pending_audio.append(packet)
                     continue
                 for frame in packet.decode():
+                    decoded += 1
                     yield frame
         except av.error.FFmpegError as exc:
             raise InputError(f"{self._label} is corrupt or truncated while decoding: {exc.strerror or exc}") from None
+        declared = self.meta.n_frames if hasattr(self, "meta") else None
+        if declared and decoded < declared and (self._label, decoded) not in _TRUNCATION_WARNED:
+            _TRUNCATION_WARNED.add((self._label, decoded))  # once, though a file is read twice (geometry pass)
+            log.warning("%s ended after %d of the %d frames its header lists (a truncated file?); the output has "
+                        "the %d that decode", self._label, decoded, declared, decoded)
 
     def batches(self, size: int, *, gray: bool = False) -> Iterator[FrameBatch]:
         """Yield FrameBatch(meta, index, pts, frames) of ``size`` frames (the last may be shorter).

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 from collections import deque
 from contextlib import contextmanager
@@ -41,7 +42,7 @@ from typing import BinaryIO, Iterable, Iterator, Optional
 import numpy as np
 
 from vidtriplane.config.media import WriterConfig
-from vidtriplane.errors import VidtriplaneError
+from vidtriplane.errors import UsageError, VidtriplaneError
 from vidtriplane.io import aac
 from vidtriplane.io.timestamps import MonotonicPts, min_step, repair_message
 
@@ -50,6 +51,12 @@ log = logging.getLogger(__name__)
 
 class OutputError(VidtriplaneError, RuntimeError):
     """The output cannot be written as asked; the message says what to do."""
+
+
+class OutputFormatError(OutputError, UsageError):
+    """The output's container cannot be chosen as asked (a usage mistake: exit code 2)."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -91,24 +98,24 @@ EXTENSIONS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", "
 
 
 def resolve_format(target: str | Path, cfg: WriterConfig) -> str:
-    """The container name for ``target`` (``"-"`` or a path); raises OutputError when unusable."""
+    """The container name for ``target`` (``"-"`` or a path); raises OutputFormatError when unusable."""
     name = cfg.format
     if name:
         name = ALIASES.get(name.lower(), name.lower())
         if name not in FORMATS:
-            raise OutputError(f"unsupported output format {cfg.format!r}; use one of {', '.join(FORMATS)}")
+            raise OutputFormatError(f"unsupported output format {cfg.format!r}; use one of {', '.join(FORMATS)}")
     if str(target) == "-":
         if not name:
-            raise OutputError(f"writing to stdout needs --format, one of {', '.join(PIPE_FORMATS)}")
+            raise OutputFormatError(f"writing to stdout needs --format, one of {', '.join(PIPE_FORMATS)}")
         if name not in PIPE_FORMATS:
-            raise OutputError(f"--format {name} cannot be written to a pipe (it needs seeking); "
+            raise OutputFormatError(f"--format {name} cannot be written to a pipe (it needs seeking); "
                               f"use one of {', '.join(PIPE_FORMATS)}")
         return name
     if name:
         return name
     ext = Path(target).suffix.lower()
     if ext not in EXTENSIONS:
-        raise OutputError(f"cannot tell the container from {Path(target).name!r}; use an extension "
+        raise OutputFormatError(f"cannot tell the container from {Path(target).name!r}; use an extension "
                           f"({', '.join(EXTENSIONS)}) or --format")
     return EXTENSIONS[ext]
 
@@ -148,6 +155,29 @@ class _Pipe(io.RawIOBase):
             n = self._raw.write(view)
             view = view[len(view) if n is None else n :]
         return total
+
+
+def reader_gone(stream: BinaryIO | None) -> bool:
+    """True when ``stream`` is a pipe whose reading end has been closed (``| head -c 100`` finished).
+
+    Writes reach the pipe only when the muxer's buffer fills, so a closed reader would otherwise be noticed
+    many frames later; poll() reports it at once (POLLERR on a pipe without readers). False for anything
+    that is not a pipe, or where poll() is missing.
+    """
+    import select
+    import stat
+
+    if stream is None or not hasattr(select, "poll"):
+        return False
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
 
 
 class VideoWriter:
@@ -266,6 +296,8 @@ class VideoWriter:
         pts_list = list(pts) if pts is not None else [None] * len(frames)
         if len(pts_list) != len(frames):
             raise ValueError(f"{len(frames)} frames but {len(pts_list)} timestamps")
+        if self._to_pipe and reader_gone(self._stdout):
+            raise BrokenPipeError("the program reading stdout closed the pipe")
         with self._writing():
             for image, p in zip(frames, pts_list):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")

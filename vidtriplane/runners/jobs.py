@@ -108,6 +108,10 @@ def plan(
     out_dir = Path(dst)
     if (out_dir.exists() and not out_dir.is_dir()) or (not out_dir.exists() and out_dir.suffix.lower() in extensions):
         raise PlanError(f"input {src} is a folder, so the output must be a folder, but {dst} is a file")
+    if out_dir.exists() and (_same_file(path, out_dir) or out_dir.resolve() in path.resolve().parents):
+        what = "is the input folder" if _same_file(path, out_dir) else f"holds the input folder {src}"
+        raise PlanError(f"output folder {dst} {what}; outputs mirror their inputs' names, so choose another "
+                        f"output folder (a new one, or one inside {src})")
     files = sorted(path.glob("**/*" if recursive else "*"))
     jobs = []
     for f in files:

@@ -76,8 +76,9 @@ class RenderTask:
         try:
             weights = resolve_weight_files(self.cfg.model)
         except VidtriplaneError as exc:  # missing / unknown / undownloadable weights
-            raise WeightsUnavailable(f"{exc}\n(To try the pipeline without the official weights: --weights "
-                                     "generated, whose output is meaningless.)") from None
+            raise WeightsUnavailable(f"{exc}\n(To try the pipeline without the official weights: --config "
+                                     "generated-tiny, a tiny model with random weights that runs in seconds on a "
+                                     "CPU; its output is meaningless.)") from None
         return load_models(self.cfg, weights)
 
     def run(self, job: Job, models, on_frames: Optional[Callable[[int], None]] = None) -> dict:
