@@ -168,3 +168,12 @@ def test_mtcnn_backend_on_a_video_and_its_pose_cache(tmp_path, clip, cache, mtcn
     res = CliRunner().invoke(main, args + ["--no-cache", "--device", "tpu", "-o", str(tmp_path / "c")])
     assert res.exit_code == 1 and "landmarks.device='tpu' is not a device" in res.stderr
     assert "Traceback" not in res.output and not (tmp_path / "c").exists()
+
+
+def test_log_lines_name_the_final_folder(tmp_path, clip):
+    """The dataset is written under a hidden temporary name; what the user reads names the real folder."""
+    out = tmp_path / "data"
+    res = CliRunner().invoke(main, ["preprocess", "-", "-o", str(out)], input=_encode(clip, "nut"))
+    assert res.exit_code == 0, res.output
+    assert f"-> {out}\n" in res.stderr and f"see {out / 'preprocess.json'}" in res.stderr  # frame 3 is blank
+    assert ".partial" not in res.stderr

@@ -344,6 +344,16 @@ def test_clear_errors(tmp_path, clip, case, message):
         assert not Path(out).exists() if out != "-" else True
 
 
+def test_bad_input_fails_before_the_models_load(tmp_path):
+    """Without -q: the one error line, not the generated-weights banner of a model that never ran."""
+    src = tmp_path / "bad.mp4"
+    src.write_bytes(b"\x00garbage" * 100)
+    result = run_cli(str(src), "-o", str(tmp_path / "o.mp4"), *[a for a in TINY if a != "-q"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [f"vidtriplane: error: cannot read {src} as a video "
+                                          "(Invalid data found when processing input)."]
+
+
 def test_missing_weights_message(tmp_path, clip, monkeypatch):
     monkeypatch.setenv("VIDTRIPLANE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("VIDTRIPLANE_OFFLINE", "1")

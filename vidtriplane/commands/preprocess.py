@@ -181,10 +181,11 @@ def _run_folder(src: str, dst: str, task, engine, *, recursive: bool, overwrite:
 
 def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: int = 16,
         cache_dir: Optional[str] = None, use_cache: bool = True, input_format: Optional[str] = None,
-        models=None) -> dict:
+        models=None, final_dir: Optional[Path] = None) -> dict:
     """Preprocess ``source`` into ``out_dir``; returns the report written to preprocess.json.
 
     ``models``: a ``runners.preprocess.PreprocessModels`` kept across inputs (None: loaded here).
+    ``final_dir``: the name ``out_dir`` will be renamed to when complete (what the log lines name).
     """
     import cv2
     import numpy as np
@@ -272,9 +273,10 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
     if store is not None and geometry is not None:
         store.save(input_hash, settings, geometry, source=source)
     counts = runner.counts
+    shown = final_dir if final_dir is not None else out_dir
     log.info("%d frames: %d with a face, %d held, %d fallback -> %s", counts["frames"], counts["faces"],
-             counts["held"], counts["fallback"], out_dir)
+             counts["held"], counts["fallback"], shown)
     if counts["fallback"] or counts["held"]:
         log.warning("%d frame(s) had no face (held or fallback crops); see %s", len(missing),
-                    out_dir / "preprocess.json")
+                    shown / "preprocess.json")
     return report

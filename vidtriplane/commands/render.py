@@ -152,6 +152,8 @@ def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrid
         return
     engine.check(jobs)
     check_outputs_writable(jobs, dst if folder else None)
+    if not folder and src != "-":
+        _check_input(src, cfg)
     from vidtriplane.runners.local import log_summary, pending
 
     if folder:
@@ -168,6 +170,14 @@ def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrid
         log_workers(summary)
     if not summary.ok:
         sys.exit(1)
+
+
+def _check_input(src: str, cfg) -> None:
+    """A single input file is opened before the models load, so a file that is not a video fails at once."""
+    from vidtriplane.io.reader import open_video
+
+    with open_video(src, cfg.input):
+        pass
 
 
 def _check_raw_input(cfg) -> None:

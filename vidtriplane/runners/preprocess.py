@@ -66,7 +66,7 @@ class PreprocessTask:
         try:
             report = run(job.source, partial, self.cfg, mirror=self.mirror, batch_size=self.batch_size,
                          cache_dir=self.cache_dir, use_cache=self.use_cache, input_format=self.input_format,
-                         models=models)
+                         models=models, final_dir=out)
             if out.exists():
                 shutil.rmtree(out)
             partial.rename(out)
