@@ -109,3 +109,6 @@ def test_dry_run_prints_the_resolved_config(tmp_path):
     cfg = yaml.safe_load(result.stdout)
     assert cfg["train"]["batch_size"] == 8 and cfg["train"]["stop_psp"] == 500000 and cfg["model"]["init"] == "ir-se50"
     assert not (tmp_path / "run").exists()
+    # training has no automatic batch size (render's --batch-size 0): refused as a usage error
+    result = cli("train", "-o", str(tmp_path / "run"), "--config", "train-v1", "--dry-run", "--batch-size", "0")
+    assert result.exit_code == 2 and "0 is not in the range 1<=x<=4096" in result.output

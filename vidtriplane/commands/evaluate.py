@@ -60,7 +60,7 @@ def _write(out_dir: Path, metrics: dict, cfg) -> None:
 @click.option("--yaw", "yaws", type=float, multiple=True, help="Novel-view yaws (repeat) [the paper's -0.8 .. 0.8].")
 @click.option("--strips", is_flag=True, help="Write OUT_DIR/strips/NAME.png: input | same view | novel views.")
 @click.option("--cttr", is_flag=True, help="One cascaded test-time refinement pass (v1).")
-@batch_size_option
+@batch_size_option()
 @device_option
 @verbosity_options
 def command(data_dir: Optional[str], output: str, pred: Optional[str], target: Optional[str],

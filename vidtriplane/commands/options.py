@@ -34,9 +34,8 @@ def device_option(fn: Callable) -> Callable:
                         help="auto (CUDA when available), cpu, cuda, cuda:1 [auto].")(fn)
 
 
-def batch_size_option(fn: Callable) -> Callable:
-    return click.option("--batch-size", type=click.IntRange(0, 4096), default=None,
-                        help="Frames per device batch (0 = automatic).")(fn)
+def batch_size_option(help: str = "Frames per device batch (0 = automatic).", minimum: int = 0) -> Decorator:
+    return click.option("--batch-size", type=click.IntRange(minimum, 4096), default=None, help=help)
 
 
 def report_option(fn: Callable) -> Callable:

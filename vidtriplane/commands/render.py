@@ -90,7 +90,7 @@ def folder_suffix(fmt: Optional[str]) -> str:
 @click.option("--cttr/--no-cttr", default=None, help="Cascaded test-time refinement (one pass, v1).")
 @click.option("--depth-samples", type=click.IntRange(2, 512), default=None, help="Coarse samples per ray [96].")
 @click.option("--importance-samples", type=click.IntRange(0, 512), default=None, help="Fine samples per ray [96].")
-@batch_size_option
+@batch_size_option()
 @device_option
 @click.option("--weights", default=None, metavar="registry|generated|FILE",
               help="registry: the official checkpoints [default]; generated: random weights for tests and "

@@ -21,8 +21,6 @@ def _flags(device: Optional[str], batch_size: Optional[int]) -> dict[str, Any]:
     if device is not None:
         flags["runtime"] = {"device": device}
     if batch_size is not None:
-        if batch_size < 1:
-            raise UsageError("--batch-size must be >= 1 for training")
         flags["train"] = {"batch_size": batch_size}
     return flags
 
@@ -94,7 +92,7 @@ def plan(output: Optional[str], resume: Optional[str], configs: tuple[str, ...],
 @click.option("--resume", type=click.Path(file_okay=False, exists=True), default=None, metavar="RUN_DIR",
               help="Continue a run from RUN_DIR/checkpoints/last.pt with its own config (plus --set overrides).")
 @config_options("train")
-@batch_size_option
+@batch_size_option("Samples per training step, over all processes (train.batch_size).", minimum=1)
 @device_option
 @verbosity_options
 def command(output: Optional[str], resume: Optional[str], configs: tuple[str, ...], overrides: tuple[str, ...],
