@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tests.io.media import make_video
 from tests.train.test_data import make_dataset
 from vidtriplane.cli import main
-from vidtriplane.commands.preprocess import read_image
+from vidtriplane.pipeline.dataset import read_image
 from vidtriplane.config.render import ModelConfig
 from vidtriplane.geometry.mesh import density_grid, extract_mesh, triplane_density
 from vidtriplane.pipeline.build import build_generated

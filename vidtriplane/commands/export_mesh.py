@@ -38,7 +38,7 @@ def image_with_label(path: Path):
     """(uint8 [1, H, W, 3] crop, float32 [1, 25] label) of an aligned crop listed in the dataset.json beside it."""
     import numpy as np
 
-    from vidtriplane.commands.preprocess import read_image
+    from vidtriplane.pipeline.dataset import read_image
 
     meta = path.parent / "dataset.json"
     if not meta.is_file():

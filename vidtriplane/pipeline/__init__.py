@@ -1,10 +1,12 @@
-"""The render pipeline: the only place stages meet.
+"""The render and preprocess pipelines: the only place stages meet.
 
 * ``build``    models from the config (once per process) and the per-video stage chain;
 * ``stream``   the threaded streaming runtime (bounded channels, errors handed back);
 * ``report``   what a video run did;
 * ``outputs``  which files a render config writes (no torch: planning and ``--dry-run`` stay fast);
-* ``video``    one video end to end (:func:`render_video`).
+* ``video``    one video end to end (:func:`render_video`);
+* ``dataset``  one preprocess job: a video, image folder or stdin into a dataset folder (crops + labels);
+* ``geometry`` the whole-video geometry pass of a file (landmarks, then the offline smoother).
 
 Names are imported lazily so that ``vidtriplane.pipeline.outputs`` does not load torch. Folder runs
 (skip finished outputs, keep going on errors) live in :mod:`vidtriplane.runners`.

@@ -57,7 +57,7 @@ class PreprocessTask:
 
     def run(self, job: Job, models: PreprocessModels,
             on_frames: Optional[Callable[[int], None]] = None) -> dict:
-        from vidtriplane.commands.preprocess import run
+        from vidtriplane.pipeline.dataset import run
 
         out = Path(job.target)
         partial = out.with_name(f".{out.name}.partial")
