@@ -30,6 +30,19 @@ def test_help_does_not_import_heavy_modules():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+def test_click_usage_errors_are_one_line():
+    """A bad option value, an unknown option or command: one line naming the --help to read, exit 2."""
+    cases = [(["render", "in.mp4", "-o", "o.mp4", "--yaw", "abc"],
+              "vidtriplane: error: Invalid value for '--yaw': 'abc' is not a valid float. "
+              "(see 'vidtriplane render --help')"),
+             (["evaluate", "--pred", "a", "--target", "b"],
+              "vidtriplane: error: Missing option '-o' / '--output'. (see 'vidtriplane evaluate --help')"),
+             (["nosuch"], "vidtriplane: error: No such command 'nosuch'. (see 'vidtriplane --help')")]
+    for args, line in cases:
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and result.stderr.splitlines() == [line], result.stderr
+
+
 def test_every_registered_command_imports_and_has_help():
     runner = CliRunner()
     for name in COMMANDS:

@@ -39,7 +39,7 @@ class LazyGroup(click.Group):
         return module.command
 
     def invoke(self, ctx: click.Context):
-        from vidtriplane.commands.common import handle, install_signal_handlers, on_exit
+        from vidtriplane.commands.common import handle, install_signal_handlers, on_exit, say_click_error
 
         install_signal_handlers()
         try:
@@ -47,7 +47,9 @@ class LazyGroup(click.Group):
         except SystemExit as exc:
             on_exit(exc)
             raise
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except click.exceptions.ClickException as exc:  # bad options too: one line, Click's exit code
+            ctx.exit(say_click_error(exc))
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except BaseException as exc:  # every other error: one line + exit code (see commands/common.py)
             ctx.exit(handle(exc))
@@ -59,7 +61,7 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("vidtriplane", cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="vidtriplane")
 def main() -> None:
     """Turn talking-head video into novel-view video with TriPlaneNet (EG3D inversion).
@@ -73,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="vidtriplane")

@@ -95,6 +95,31 @@ def test_folders_that_are_missing_or_empty(tmp_path, faces):
     assert result.exit_code == 2 and "holds no images" in result.output
 
 
+def test_existing_metrics_are_kept_without_overwrite(tmp_path, faces):
+    write_images(tmp_path / "a", {"00.png": faces["00"]})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "metrics.json").write_text("{}")
+    args = ["--pred", str(tmp_path / "a"), "--target", str(tmp_path / "a"), "-o", str(tmp_path / "out")]
+    result = cli(*args)
+    assert result.exit_code == 2 and "already holds metrics.json; pass --overwrite" in result.output
+    assert (tmp_path / "out" / "metrics.json").read_text() == "{}"
+    result = cli(*args, "--overwrite")
+    assert result.exit_code == 0 and json.loads((tmp_path / "out" / "metrics.json").read_text())["count"] == 1
+
+
+def test_an_unreadable_image_is_named(tmp_path, faces):
+    write_images(tmp_path / "a", {"00.png": faces["00"]})
+    write_images(tmp_path / "b", {"00.png": faces["00"]})
+    (tmp_path / "a" / "01.png").write_bytes(b"not a png")
+    write_images(tmp_path / "b", {"01.png": faces["01"]})
+    result = cli("--pred", str(tmp_path / "a"), "--target", str(tmp_path / "b"), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1:] == [f"vidtriplane: error: cannot read {tmp_path / 'a' / '01.png'} as an image "
+                                          "(UnidentifiedImageError); replace it, or remove it together with the "
+                                          "image of the same name in the other folder"]
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
 def test_a_model_on_aligned_crops(tmp_path):
     make_dataset(tmp_path / "data", n=3, size=64)
     out = tmp_path / "out"

@@ -86,6 +86,28 @@ def test_messages(tmp_path):
     assert result.exit_code == 2 and "there is no dataset.json beside it" in result.output
 
 
+def test_existing_meshes_are_kept_without_overwrite(tmp_path):
+    clip = tmp_path / "in.mp4"
+    make_video(clip, n_frames=2, width=64, height=64)
+    (tmp_path / "m_000001.obj").write_text("mine")
+    args = [str(clip), "--frames", "0,1", "--aligned", "-o", str(tmp_path / "m.obj"), *TINY, "--level", "-1"]
+    result = cli(*args)
+    assert result.exit_code == 2 and "m_000001.obj already exist(s); pass --overwrite" in result.output
+    assert (tmp_path / "m_000001.obj").read_text() == "mine" and not (tmp_path / "m_000000.obj").exists()
+    result = cli(*args, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m_000001.obj").read_text().startswith("# vidtriplane shape:")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary files left
+
+
+@pytest.mark.parametrize("level", ["nan", "inf"])
+def test_a_non_finite_level_is_a_usage_error(tmp_path, level):
+    make_dataset(tmp_path / "data", n=1, size=32)
+    result = cli(str(tmp_path / "data" / "000000.png"), "-o", str(tmp_path / "x.ply"), *TINY, "--level", level)
+    assert result.exit_code == 2 and f"{level} is not a finite number" in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "x.ply").exists()
+
+
 def test_video_frames_through_the_face_preprocessing(tmp_path):
     sample = Path(__file__).resolve().parents[2] / "samples" / "astronaut.mp4"
     result = cli(str(sample), "--frames", "0,3", "-o", str(tmp_path / "a.ply"), *TINY, "--level", "-1")

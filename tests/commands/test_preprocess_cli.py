@@ -177,3 +177,32 @@ def test_log_lines_name_the_final_folder(tmp_path, clip):
     assert res.exit_code == 0, res.output
     assert f"-> {out}\n" in res.stderr and f"see {out / 'preprocess.json'}" in res.stderr  # frame 3 is blank
     assert ".partial" not in res.stderr
+
+
+def test_raw_frames_on_stdin(tmp_path, clip):
+    """ffmpeg -i in.mov -f rawvideo -pix_fmt rgb24 - | vidtriplane preprocess - --input-format rawvideo ..."""
+    h, w = clip.shape[1:3]
+    res = CliRunner().invoke(main, ["preprocess", "-", "-o", str(tmp_path / "raw"), "-q", "--input-format", "rawvideo",
+                                    "--raw-size", f"{w}x{h}", "--raw-rate", "25"], input=clip.tobytes())
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "raw" / "preprocess.json").read_text())
+    assert report["frames"] == 6 and report["no_face"] == ["000003.png"]  # the blank frame, in its place
+    # the frame size is a usage error before anything runs, as for render
+    res = CliRunner().invoke(main, ["preprocess", "-", "-o", str(tmp_path / "bad"), "--input-format", "rawvideo"],
+                             input=clip.tobytes())
+    assert res.exit_code == 2 and "--raw-size" in res.stderr and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("layout", ["same_folder", "output_holds_folder", "output_holds_video"])
+def test_output_over_the_input_is_refused_even_with_overwrite(tmp_path, clip, layout):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), astronaut()[..., ::-1])
+    video = tmp_path / "talk.mp4"
+    video.write_bytes(_encode(clip))
+    src, out = {"same_folder": (photos, photos), "output_holds_folder": (photos, tmp_path),
+                "output_holds_video": (video, tmp_path)}[layout]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    res = CliRunner().invoke(main, ["preprocess", str(src), "-o", str(out), "--overwrite", "-q"])
+    assert res.exit_code == 2 and "choose another one" in res.stderr, res.output
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing touched

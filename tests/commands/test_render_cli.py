@@ -295,6 +295,7 @@ def test_cttr_with_v2_is_refused(tmp_path, clip):
         ("bad_set", "unknown config key"),
         ("views_to_stdout", "cannot go to stdout"),
         ("folder_to_file", "must be a folder"),
+        ("yaw_nan", "render.views[0].yaw: expected a finite number, got nan"),
     ],
 )
 def test_clear_errors(tmp_path, clip, case, message):
@@ -334,6 +335,8 @@ def test_clear_errors(tmp_path, clip, case, message):
         out, extra = "-", ["--format", "nut", "--yaw", "0.2", "--yaw", "-0.2", "--layout", "crop", "--separate-views"]
     elif case == "folder_to_file":
         src = str(clip.parent)
+    elif case == "yaw_nan":
+        extra = ["--yaw", "nan"]
     result = run_cli(src, "-o", out, *extra, *TINY)
     assert result.exit_code != 0
     assert message in result.stderr, result.stderr

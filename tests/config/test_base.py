@@ -38,6 +38,13 @@ def test_wrong_type_is_named():
         C.from_mapping(Outer, {"inner": {"mode": "random"}})
 
 
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1e400", "nan"])
+def test_numbers_must_be_finite(value):
+    """NaN and infinities never reach a model (YAML's .nan/.inf, an overflowing literal, the word nan)."""
+    with pytest.raises(C.ConfigError, match="scale: expected a finite number"):
+        C.apply_overrides(Outer(), [f"scale={value}"])
+
+
 def test_overrides_parse_yaml_values():
     cfg = C.apply_overrides(Outer(), ["inner.samples=[96, 96]", "name=run1", "scale=0.5"])
     assert cfg.inner.samples == (96, 96) and cfg.name == "run1" and cfg.scale == 0.5

@@ -65,6 +65,9 @@ def test_the_tiny_preset_needs_no_weights():
     ("model.discriminator=random", "model.discriminator is a TriPlaneNet v2 option"),
     ("data.synthetic_ratio=2", "data.synthetic_ratio must be in [0, 1]"),
     ("runtime.precision=fp16", "'fp16' is not one of ['fp32', 'bf16']"),
+    ("optim.betas=[1.5, 0.9]", "optim.betas must be two values in [0, 1), got [1.5, 0.9]"),
+    ("optim.lr_psp=.nan", "optim.lr_psp: expected a finite number, got nan"),
+    ("loss.smooth_l1_beta=.inf", "loss.smooth_l1_beta: expected a finite number, got inf"),
 ])
 def test_invalid_train_configs_say_why(override, message):
     with pytest.raises(ConfigError) as info:

@@ -112,6 +112,11 @@ def test_broken_sources_are_refused(cache, tmp_path):
     torch.save({"weight": torch.zeros(3)}, other)
     with pytest.raises(InvalidWeights, match="neither the facenet-pytorch wheel"):
         import_file("mtcnn", other)
+    fake = tmp_path / "fake.whl"  # a zip that is neither the wheel nor a torch archive
+    with zipfile.ZipFile(fake, "w") as archive:
+        archive.writestr("README", "hello")
+    with pytest.raises(InvalidWeights, match=r"fake\.whl is neither the facenet-pytorch wheel \(facenet_pytorch-2\.6\.0"):
+        import_file("mtcnn", fake)
     assert not (cache / "mtcnn" / "mtcnn.pt").exists()
 
 

@@ -149,6 +149,14 @@ def test_torch_save_file_is_not_taken_for_a_pkl(tmp_path):
         read_nvidia_pickle(path)
 
 
+def test_a_file_that_is_no_pickle_is_named(tmp_path):
+    path = tmp_path / "notes.pkl"
+    path.write_text("forty-two")
+    with pytest.raises(PickleFormatError, match=r"notes\.pkl is not an NVIDIA network snapshot \.pkl \(not a "
+                                                r"readable pickle: UnpicklingError"):
+        read_nvidia_pickle(path)
+
+
 @pytest.mark.parametrize("protocol", [2, 4])
 def test_reads_nvidia_network_without_running_its_source(tmp_path, protocol):
     marker = tmp_path / "src_ran"

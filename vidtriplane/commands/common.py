@@ -6,6 +6,7 @@ stdout may carry video, so every message goes to stderr as ``vidtriplane: LEVEL:
   line, exit code 2 (usage) or 1 (runtime); the traceback only with ``-v``;
 * Ctrl-C / SIGINT: exit 130; SIGTERM: exit 143 (files in progress are discarded, never left under a final
   name); the reader of our stdout going away: exit 141 quietly (like any Unix filter);
+* Click's errors (bad or missing options): one line naming the command's ``--help``, exit 2;
 * anything else is a bug: one line saying so, the traceback with ``-v``, exit 1.
 """
 from __future__ import annotations
@@ -61,6 +62,16 @@ def _silence_stdout() -> None:
 
 def _say(message: str) -> None:
     click.echo(f"vidtriplane: error: {message}", err=True)
+
+
+def say_click_error(exc: click.exceptions.ClickException) -> int:
+    """Click's own errors (a bad option value, a missing option) as one line, like ours; the exit code."""
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.exceptions.UsageError) and ctx is not None:
+        message += f" (see '{ctx.command_path} --help')"
+    _say(message)
+    return exc.exit_code
 
 
 def on_exit(exc: SystemExit) -> None:

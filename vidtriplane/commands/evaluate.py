@@ -9,7 +9,8 @@ from typing import Any, Optional
 import click
 
 from vidtriplane.commands.common import setup_logging
-from vidtriplane.commands.options import batch_size_option, config_options, device_option, verbosity_options
+from vidtriplane.commands.options import (batch_size_option, config_options, device_option, overwrite_option,
+                                          verbosity_options)
 from vidtriplane.errors import UsageError
 
 log = logging.getLogger("vidtriplane")
@@ -62,10 +63,11 @@ def _write(out_dir: Path, metrics: dict, cfg) -> None:
 @click.option("--cttr", is_flag=True, help="One cascaded test-time refinement pass (v1).")
 @batch_size_option()
 @device_option
+@overwrite_option("Replace the metrics (and strips) of an OUT_DIR that already holds them.")
 @verbosity_options
 def command(data_dir: Optional[str], output: str, pred: Optional[str], target: Optional[str],
-            configs: tuple[str, ...], overrides: tuple[str, ...], dry_run: bool, quiet: bool, verbose: bool,
-            **flag_values: Any) -> None:
+            configs: tuple[str, ...], overrides: tuple[str, ...], dry_run: bool, overwrite: bool, quiet: bool,
+            verbose: bool, **flag_values: Any) -> None:
     """Evaluate like the paper: same-view MSE ([-1, 1]), LPIPS, MS-SSIM and ID, novel-view ID, time per image.
 
     DATA_DIR holds aligned crops + dataset.json (`vidtriplane preprocess` writes it). Without a model,
@@ -95,6 +97,9 @@ def command(data_dir: Optional[str], output: str, pred: Optional[str], target: O
         click.echo(dump(cfg), nl=False)
         return
     out_dir = Path(output)
+    if (out_dir / "metrics.json").exists() and not overwrite:
+        raise UsageError(f"{out_dir} already holds metrics.json; pass --overwrite to replace it, or choose another "
+                         "output folder")
     from vidtriplane.eval import protocol
     from vidtriplane.pipeline.build import resolve_device
 

@@ -7,15 +7,17 @@ sampled on a grid over the ``box_warp`` cube and meshed with marching cubes (``v
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Optional
 
 import click
 
 from vidtriplane.commands.common import setup_logging
-from vidtriplane.commands.options import device_option, verbosity_options
+from vidtriplane.commands.options import device_option, overwrite_option, verbosity_options
 from vidtriplane.errors import UsageError
 
 log = logging.getLogger("vidtriplane")
@@ -99,6 +101,12 @@ def output_paths(output: Path, frames: Optional[list[int]]) -> list[Path]:
     return [output.with_name(f"{output.stem}_{f:06d}{output.suffix}") for f in frames]
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 @click.command("export-mesh", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.argument("src", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), metavar="OUT.ply",
@@ -112,13 +120,15 @@ def output_paths(output: Path, frames: Optional[list[int]]) -> list[Path]:
 @click.option("--eg3d", default="eg3d-ffhq512-128", show_default=True, help="EG3D registry entry ('' = none).")
 @click.option("--resolution", type=click.IntRange(8, 1024), default=256, show_default=True,
               help="Density grid points per axis (the official 256).")
-@click.option("--level", type=float, default=10.0, show_default=True, help="Marching-cubes density level.")
+@click.option("--level", type=float, default=10.0, show_default=True, callback=_finite,
+              help="Marching-cubes density level.")
 @click.option("--cttr", is_flag=True, help="One cascaded test-time refinement pass (v1).")
 @device_option
+@overwrite_option("Replace mesh files that already exist.")
 @verbosity_options
 def command(src: str, output: str, frames: str, aligned: bool, weights: str, model_size: str, version: int,
-            eg3d: str, resolution: int, level: float, cttr: bool, device: Optional[str], quiet: bool,
-            verbose: bool) -> None:
+            eg3d: str, resolution: int, level: float, cttr: bool, device: Optional[str], overwrite: bool,
+            quiet: bool, verbose: bool) -> None:
     """Export the 3D shape of an inverted face as a mesh.
 
     \b
@@ -131,20 +141,27 @@ def command(src: str, output: str, frames: str, aligned: bool, weights: str, mod
     import torch
 
     from vidtriplane.config.render import ModelConfig
-    from vidtriplane.geometry.mesh import extract_mesh, write_mesh
+    from vidtriplane.geometry.mesh import extract_mesh, write_obj, write_ply
     from vidtriplane.pipeline.build import build_network, resolve_device
     from vidtriplane.runners.render import resolve_weight_files
     from vidtriplane.stages.invert import input_size, network_input
+    from vidtriplane.weights.store import atomic_write
 
     out = Path(output)
     if out.suffix.lower() not in (".ply", ".obj"):
         raise UsageError(f"-o {output}: the mesh file must end in .ply or .obj")
     path = Path(src)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    is_image = path.suffix.lower() in IMAGE_SUFFIXES
+    wanted = None if is_image else parse_frames(frames)
+    existing = [str(p) for p in output_paths(out, wanted) if p.exists()]
+    if existing and not overwrite:
+        raise UsageError(f"{', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''} already exist(s); pass "
+                         "--overwrite to replace, or choose another -o")
+    if is_image:
         crops, labels = image_with_label(path)
         numbers = None
     else:
-        crops, labels, numbers = video_frames(path, parse_frames(frames), aligned)
+        crops, labels, numbers = video_frames(path, wanted, aligned)
     try:
         model = ModelConfig(weights=weights, size=model_size, version=version, eg3d=eg3d)
     except ValueError as exc:
@@ -158,8 +175,8 @@ def command(src: str, output: str, frames: str, aligned: bool, weights: str, mod
         with torch.no_grad():
             inv = net.encode(x[i:i + 1], c[i:i + 1], cttr_steps=1 if cttr else 0)
             mesh = extract_mesh(inv.planes, G.decoder, box_warp=G.cfg.box_warp, resolution=resolution, level=level)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_mesh(target, mesh)
+        atomic_write(target, functools.partial(write_ply if target.suffix.lower() == ".ply" else write_obj,
+                                               mesh=mesh))  # a kill never leaves half a mesh under the name
         if mesh.is_empty:
             log.warning("%s: no surface at density level %g (empty mesh); try another --level", target, level)
         log.info("%s: %d vertices, %d faces", target, len(mesh.vertices), len(mesh.faces))

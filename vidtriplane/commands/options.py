@@ -38,6 +38,36 @@ def batch_size_option(help: str = "Frames per device batch (0 = automatic).", mi
     return click.option("--batch-size", type=click.IntRange(minimum, 4096), default=None, help=help)
 
 
+def input_options(fn: Callable) -> Callable:
+    """--input-format and the rawvideo geometry (--raw-size/--raw-pix-fmt/--raw-rate) of stdin or a file."""
+    return _stack(
+        click.option("--input-format", default=None,
+                     help="Force the input container (y4m, nut, matroska, mpegts, mp4, rawvideo)."),
+        click.option("--raw-size", default=None, metavar="WxH", help="rawvideo input: frame size."),
+        click.option("--raw-pix-fmt", default=None, help="rawvideo input: pixel format [rgb24]."),
+        click.option("--raw-rate", default=None, help="rawvideo input: frame rate [25]."),
+    )(fn)
+
+
+def check_raw_input(reader: Any) -> None:
+    """A rawvideo input's --raw-size / --raw-pix-fmt / --raw-rate (``ReaderConfig``) checked before anything
+    loads: a usage error (exit 2). Other formats need nothing."""
+    if reader.format != "rawvideo":
+        return
+    from vidtriplane.errors import UsageError
+    from vidtriplane.io.reader import InputError, check_raw_options
+
+    try:
+        check_raw_options(reader)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def overwrite_option(help: str) -> Decorator:
+    """--overwrite: without it, an existing output is a usage error (``help`` says what is replaced)."""
+    return click.option("--overwrite", is_flag=True, help=help)
+
+
 def report_option(fn: Callable) -> Callable:
     return click.option("--report", is_flag=True,
                         help="Write a JSON report beside each output (<output stem>.report.json; stderr for -o -).")(fn)

@@ -8,7 +8,8 @@ from typing import Any, Optional
 import click
 
 from vidtriplane.commands.common import setup_logging
-from vidtriplane.commands.options import config_options, device_option, engine_options, verbosity_options
+from vidtriplane.commands.options import (check_raw_input, config_options, device_option, engine_options,
+                                          input_options, overwrite_option, verbosity_options)
 from vidtriplane.runners.jobs import PlanError
 
 log = logging.getLogger("vidtriplane")
@@ -60,14 +61,14 @@ Examples:
               help="Pose cache folder.  [default: $VIDTRIPLANE_CACHE/poses, else poses/ in $VIDTRIPLANE_HOME "
                    "(~/.cache/vidtriplane)]")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the pose cache.")
-@click.option("--input-format", type=str, help="Container format of stdin (nut, y4m, matroska, mpegts, mp4).")
-@click.option("--overwrite", is_flag=True, help="Replace an output folder that already holds files (folders of "
-                                                  "videos: redo finished datasets).")
+@input_options
+@overwrite_option("Replace an output folder that already holds files (folders of videos: redo finished datasets).")
 @click.option("-r", "--recursive", is_flag=True, help="Folder of videos: include subfolders.")
 @engine_options()
 @verbosity_options
 def command(input: str, output: str, configs, overrides, dry_run, matting, official, mirror, batch_size, device,
-            cache_dir, no_cache, input_format, overwrite, recursive, engine, quiet, verbose) -> None:
+            cache_dir, no_cache, input_format, raw_size, raw_pix_fmt, raw_rate, overwrite, recursive, engine, quiet,
+            verbose) -> None:
     """Write aligned 512x512 face crops (PNG) and dataset.json camera labels for INPUT.
 
     INPUT is a video file, a folder of images, a folder of videos (one dataset folder per video:
@@ -78,20 +79,27 @@ def command(input: str, output: str, configs, overrides, dry_run, matting, offic
     (landmarks.backend=mtcnn) and, when matting.device is auto, the matting network.
     """
     from vidtriplane.config import dump
-    from vidtriplane.runners.jobs import Job, check_writable
+    from vidtriplane.config.media import ReaderConfig
+    from vidtriplane.runners.jobs import Job, check_writable, refuse_output_over_input
     from vidtriplane.runners.preprocess import PreprocessTask
 
     setup_logging(quiet, verbose)
     cfg = resolve_config(configs, overrides, matting, official, device)
+    reader = ReaderConfig(format=input_format, raw_size=raw_size, raw_pix_fmt=raw_pix_fmt or "rgb24",
+                          raw_rate=raw_rate or "25", audio=False)
+    check_raw_input(reader)
     if dry_run:
         click.echo(dump(cfg), nl=False)
         return
     task = PreprocessTask(cfg, mirror=mirror, batch_size=batch_size, cache_dir=cache_dir, use_cache=not no_cache,
-                          input_format=input_format)
+                          reader=reader)
     if input != "-" and Path(input).is_dir() and _holds_videos(Path(input), recursive):
         _run_folder(input, output, task, engine, recursive=recursive, overwrite=overwrite)
         return
     out = Path(output)
+    if input != "-" and Path(input).exists():
+        refuse_output_over_input(Path(input), out, "the dataset replaces the whole output folder, so choose "
+                                                   "another one (a new folder, or one beside the input)")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise PlanError(f"output folder {out} already holds files; pass --overwrite to replace it")
     if input != "-" and not Path(input).exists():

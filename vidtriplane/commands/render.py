@@ -9,8 +9,9 @@ from typing import Any, Optional
 import click
 
 from vidtriplane.commands.common import setup_logging
-from vidtriplane.commands.options import (batch_size_option, config_options, device_option, engine_options,
-                                          report_option, verbosity_options)
+from vidtriplane.commands.options import (batch_size_option, check_raw_input, config_options, device_option,
+                                          engine_options, input_options, overwrite_option, report_option,
+                                          verbosity_options)
 
 log = logging.getLogger("vidtriplane")
 
@@ -100,13 +101,9 @@ def folder_suffix(fmt: Optional[str]) -> str:
                    "`--config generated-tiny` gives the matching fast ones (12/12 samples, 32 px rays).")
 @click.option("-f", "--format", "fmt", default=None,
               help="Output container: mp4, mkv, nut, mpegts, y4m, rawvideo, mov (required for -o -).")
-@click.option("--input-format", default=None,
-              help="Force the input container (y4m, nut, matroska, mpegts, mp4, rawvideo).")
-@click.option("--raw-size", default=None, metavar="WxH", help="rawvideo input: frame size.")
-@click.option("--raw-pix-fmt", default=None, help="rawvideo input: pixel format [rgb24].")
-@click.option("--raw-rate", default=None, help="rawvideo input: frame rate [25].")
+@input_options
 @click.option("-r", "--recursive", is_flag=True, help="Folder input: include subfolders.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs (folders: redo finished files).")
+@overwrite_option("Replace existing outputs (folders: redo finished files).")
 @report_option
 @engine_options(segments=True)
 @verbosity_options
@@ -137,8 +134,7 @@ def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrid
     except click.BadParameter as exc:
         raise click.UsageError(str(exc)) from None
     cfg = resolve("render", pipeline=pipeline, configs=configs, flags=flags, overrides=overrides)
-    if cfg.input.format == "rawvideo":
-        _check_raw_input(cfg)
+    check_raw_input(cfg.input)
     folder_input = src != "-" and Path(src).is_dir()
     task = RenderTask(cfg, save_report=report, save_config=not folder_input, progress=not quiet and engine.local)
     jobs, folder = plan(src, dst, recursive=recursive, suffix=folder_suffix(cfg.output.format),
@@ -178,17 +174,6 @@ def _check_input(src: str, cfg) -> None:
 
     with open_video(src, cfg.input):
         pass
-
-
-def _check_raw_input(cfg) -> None:
-    """--raw-size / --raw-pix-fmt / --raw-rate checked before anything loads (a usage error, exit 2)."""
-    from vidtriplane.errors import UsageError
-    from vidtriplane.io.reader import InputError, check_raw_options
-
-    try:
-        check_raw_options(cfg.input)
-    except InputError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def _write_folder_report(dst: str, summary, wanted: bool) -> None:

@@ -10,6 +10,7 @@ dataclass-typed fields. YAML presets map 1:1 onto them (``yaml.safe_load`` only)
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -79,9 +80,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
             return value

@@ -214,6 +214,10 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if min(self.lr_psp, self.lr_triplane, self.lr_discriminator) <= 0:
             raise ValueError("optim learning rates must be > 0")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"optim.betas must be two values in [0, 1), got {list(self.betas)}")
+        if self.eps <= 0 or not 0.0 < self.alpha <= 1.0 or self.k < 1 or self.weight_decay < 0:
+            raise ValueError("optim.eps must be > 0, optim.alpha in (0, 1], optim.k >= 1, optim.weight_decay >= 0")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vidtriplane.config.evaluate import EvalConfig
-from vidtriplane.errors import UsageError
+from vidtriplane.errors import UsageError, VidtriplaneError
 from vidtriplane.eval.aligner import ID_ALIGNER_MISSING, id_aligner
 from vidtriplane.eval.metrics import MetricAccumulator, MetricNets, MetricReport, id_similarity
 from vidtriplane.geometry.camera import lookat_cam2world, with_pose
@@ -201,6 +201,18 @@ def pair_folders(pred: Path, target: Path) -> list[tuple[str, Path, Path]]:
     return [(name, a[name], b[name]) for name in sorted(a)]
 
 
+class UnreadableImage(VidtriplaneError):
+    """An image file of a folder being evaluated that cannot be decoded (exit code 1)."""
+
+
+def _read(path: Path, size: int) -> torch.Tensor:
+    try:
+        return load_image(path, size)
+    except OSError as exc:
+        raise UnreadableImage(f"cannot read {path} as an image ({type(exc).__name__}); replace it, or remove it "
+                              "together with the image of the same name in the other folder") from None
+
+
 @torch.no_grad()
 def evaluate_pairs(pairs: list[tuple[str, Path, Path]], cfg: EvalConfig, nets: MetricNets, *,
                    label: str) -> Evaluation:
@@ -208,11 +220,8 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], cfg: EvalConfig, nets: M
     acc = accumulator(nets, cfg.size)
     for i in range(0, len(pairs), cfg.batch_size):
         chunk = pairs[i:i + cfg.batch_size]
-        try:
-            y = torch.stack([load_image(p, cfg.size) for _, p, _ in chunk])
-            x = torch.stack([load_image(t, cfg.size) for _, _, t in chunk])
-        except OSError as exc:
-            raise EvalInputError(f"cannot read an image: {exc}") from None
+        y = torch.stack([_read(p, cfg.size) for _, p, _ in chunk])
+        x = torch.stack([_read(t, cfg.size) for _, _, t in chunk])
         acc.add(x, y)
     return Evaluation(label=label, report=acc.report(), names=[n for n, _, _ in pairs])
 
@@ -281,5 +290,5 @@ def table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EvalInputError", "Evaluation", "accumulator", "evaluate_model", "evaluate_pairs", "load_metric_nets",
+__all__ = ["EvalInputError", "Evaluation", "UnreadableImage", "accumulator", "evaluate_model", "evaluate_pairs", "load_metric_nets",
            "novel_camera", "pair_folders", "table", "to_json"]

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Optional
 
+from vidtriplane.config.media import ReaderConfig
 from vidtriplane.runners.jobs import PlanError
 
 log = logging.getLogger("vidtriplane")
@@ -55,11 +56,12 @@ def _image_batches(files: list[Path]) -> Iterator:
 
 
 def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: int = 16,
-        cache_dir: Optional[str] = None, use_cache: bool = True, input_format: Optional[str] = None,
+        cache_dir: Optional[str] = None, use_cache: bool = True, reader_cfg: Optional[ReaderConfig] = None,
         models=None, final_dir: Optional[Path] = None) -> dict:
     """Preprocess ``source`` into ``out_dir``; returns the report written to preprocess.json.
 
     ``models``: a ``runners.preprocess.PreprocessModels`` kept across inputs (None: loaded here).
+    ``reader_cfg``: how to open a video input (None: probe the container; no audio is needed).
     ``final_dir``: the name ``out_dir`` will be renamed to when complete (what the log lines name).
     """
     import cv2
@@ -68,12 +70,12 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
 
     from vidtriplane import cache as pose_cache
     from vidtriplane.config import dump
-    from vidtriplane.config.media import ReaderConfig
     from vidtriplane.geometry.camera import flip_yaw
     from vidtriplane.io.reader import open_video
     from vidtriplane.pipeline.geometry import video_geometry
     from vidtriplane.stages import preprocess as pp, smooth
 
+    reader_cfg = reader_cfg if reader_cfg is not None else ReaderConfig(audio=False)
     path = Path(source)
     folder = source != "-" and path.is_dir()
     if source != "-" and not path.exists():
@@ -117,12 +119,12 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
     reader = None
     try:
         if not folder:
-            reader = open_video(source, ReaderConfig(format=input_format, audio=False))
+            reader = open_video(source, reader_cfg)
         need = cached is None  # the face model only when the geometry is not cached
         loaded = models.get(geometry=need) if models is not None else pp.load_models(cfg, geometry=need)
         geometry_report = None
         if offline:  # the geometry pass: the whole video's crops and poses, smoothed, before any crop is cut
-            cached, geometry_report = video_geometry(source, cfg, loaded, ReaderConfig(format=input_format))
+            cached, geometry_report = video_geometry(source, cfg, loaded, reader_cfg)
             log.info("geometry pass: %d frames in %.1f s", geometry_report["frames"], geometry_report["seconds"])
         runner = pp.Preprocessor(loaded, cfg, cached, report=geometry_report)
         if folder:

@@ -76,6 +76,18 @@ def check_writable(path: Path) -> None:
                                "output location") from None
 
 
+def refuse_output_over_input(src: Path, out_dir: Path, advice: str) -> None:
+    """PlanError when the output folder ``out_dir`` is the input ``src`` or holds it (writing it would
+    replace or delete the input); ``advice`` says what to do instead."""
+    if not out_dir.exists():
+        return
+    kind = "folder" if src.is_dir() else "file"
+    if _same_file(src, out_dir):
+        raise PlanError(f"output folder {out_dir} is the input {kind}; {advice}")
+    if out_dir.resolve() in src.resolve().parents:
+        raise PlanError(f"output folder {out_dir} holds the input {kind} {src}; {advice}")
+
+
 def plan(
     src: str,
     dst: str,
@@ -108,10 +120,8 @@ def plan(
     out_dir = Path(dst)
     if (out_dir.exists() and not out_dir.is_dir()) or (not out_dir.exists() and out_dir.suffix.lower() in extensions):
         raise PlanError(f"input {src} is a folder, so the output must be a folder, but {dst} is a file")
-    if out_dir.exists() and (_same_file(path, out_dir) or out_dir.resolve() in path.resolve().parents):
-        what = "is the input folder" if _same_file(path, out_dir) else f"holds the input folder {src}"
-        raise PlanError(f"output folder {dst} {what}; outputs mirror their inputs' names, so choose another "
-                        f"output folder (a new one, or one inside {src})")
+    refuse_output_over_input(path, out_dir, "outputs mirror their inputs' names, so choose another output "
+                                            f"folder (a new one, or one inside {src})")
     files = sorted(path.glob("**/*" if recursive else "*"))
     jobs = []
     for f in files:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from vidtriplane.config.media import ReaderConfig
 from vidtriplane.config.preprocess import PreprocessConfig
 from vidtriplane.runners.jobs import Job
 
@@ -45,8 +46,8 @@ class PreprocessTask:
     cache_dir: Optional[str] = None
     """Pose cache folder (None: the default one)."""
     use_cache: bool = True
-    input_format: Optional[str] = None
-    """Container format of stdin."""
+    reader: ReaderConfig = ReaderConfig(audio=False)
+    """How to open the input (``--input-format``, rawvideo geometry)."""
 
     def outputs(self, target: str) -> list[str]:
         """The dataset folder (it appears under its name only when complete)."""
@@ -65,7 +66,7 @@ class PreprocessTask:
             shutil.rmtree(partial)
         try:
             report = run(job.source, partial, self.cfg, mirror=self.mirror, batch_size=self.batch_size,
-                         cache_dir=self.cache_dir, use_cache=self.use_cache, input_format=self.input_format,
+                         cache_dir=self.cache_dir, use_cache=self.use_cache, reader_cfg=self.reader,
                          models=models, final_dir=out)
             if out.exists():
                 shutil.rmtree(out)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidtriplane.weights.loader import load_torch
+from vidtriplane.weights.loader import CheckpointError, load_torch
 from vidtriplane.weights.validate import InvalidWeights
 
 NETS = ("pnet", "rnet", "onet")
@@ -82,11 +82,15 @@ def read_source(path: Path) -> MtcnnSource:
         return MtcnnSource(state, "wheel", hashes)
     if path.name in {f"{net}.pt" for net in NETS}:
         return read_source(path.parent)
-    obj = load_torch(path, kind="MTCNN")
+    try:
+        obj = load_torch(path, kind="MTCNN")
+    except CheckpointError:
+        obj = None  # not a torch file either: the message below lists what is accepted
     if isinstance(obj, dict) and any(str(k).startswith("pnet.") for k in obj):
         return MtcnnSource(dict(obj), "converted")
-    raise InvalidWeights(f"{path} is neither the facenet-pytorch wheel, nor pnet.pt/rnet.pt/onet.pt, nor a "
-                         "converted mtcnn.pt")
+    raise InvalidWeights(f"{path} is neither the facenet-pytorch wheel (facenet_pytorch-2.6.0-py3-none-any.whl "
+                         "from PyPI, holding facenet_pytorch/data/pnet.pt, rnet.pt, onet.pt), nor those .pt files or "
+                         "their folder, nor a converted mtcnn.pt")
 
 
 def save(state: dict[str, Any], dest: Path) -> None:

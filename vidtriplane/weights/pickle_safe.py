@@ -379,7 +379,11 @@ def read_nvidia_pickle(path: Path, *, key: str = "G_ema") -> ExtractedNetwork:
             raise PickleFormatError(f"{path} is a zip archive (a torch.save .pth file), not an NVIDIA .pkl; "
                                     "the TriPlaneNet authors' .pth is imported as eg3d-ffhq512-128")
         f.seek(0)
-        top = safe_load(f)
+        try:
+            top = safe_load(f)
+        except PickleFormatError as err:
+            raise PickleFormatError(f"{path} is not an NVIDIA network snapshot .pkl ({err}); check that it is the "
+                                    "downloaded file, complete") from None
     if not isinstance(top, dict) or key not in top:
         found = sorted(map(str, top)) if isinstance(top, dict) else type(top).__name__
         raise PickleFormatError(f"{path} does not hold a {key!r} network (found: {found})")
