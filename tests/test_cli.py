@@ -37,10 +37,19 @@ def test_click_usage_errors_are_one_line():
               "(see 'vidtriplane render --help')"),
              (["evaluate", "--pred", "a", "--target", "b"],
               "vidtriplane: error: Missing option '-o' / '--output'. (see 'vidtriplane evaluate --help')"),
-             (["nosuch"], "vidtriplane: error: No such command 'nosuch'. (see 'vidtriplane --help')")]
+             (["nosuch"], "vidtriplane: error: No such command 'nosuch'. (see 'vidtriplane --help')"),
+             (["--bogus"], "vidtriplane: error: No such option '--bogus'. (see 'vidtriplane --help')"),
+             (["render", "in.mp4", "-o", "o.mp4", "--engine", "ray", "--gpus-per-worker", "nan"],
+              "vidtriplane: error: Invalid value for '--gpus-per-worker': nan is not a finite number. "
+              "(see 'vidtriplane render --help')")]
     for args, line in cases:
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2 and result.stderr.splitlines() == [line], result.stderr
+
+
+def test_a_bare_group_shows_its_help():
+    result = CliRunner().invoke(main, ["weights"])
+    assert result.stderr.startswith("Usage: vidtriplane weights") and "vidtriplane: error" not in result.stderr
 
 
 def test_every_registered_command_imports_and_has_help():

@@ -38,6 +38,14 @@ class LazyGroup(click.Group):
         module = importlib.import_module(COMMANDS[name][0])
         return module.command
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from vidtriplane.commands.common import say_click_error
+
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.ClickException as exc:  # options before the command: one line too
+            ctx.exit(say_click_error(exc))
+
     def invoke(self, ctx: click.Context):
         from vidtriplane.commands.common import handle, install_signal_handlers, on_exit, say_click_error
 

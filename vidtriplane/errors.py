@@ -22,3 +22,7 @@ class UsageError(VidtriplaneError):
     """The command was asked something it cannot do as written (exit code 2)."""
 
     exit_code = 2
+
+
+class PlanError(UsageError):
+    """INPUT/OUTPUT that cannot be run as given (exit code 2)."""

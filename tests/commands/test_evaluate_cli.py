@@ -97,7 +97,8 @@ def test_folders_that_are_missing_or_empty(tmp_path, faces):
 
 def test_existing_metrics_are_kept_without_overwrite(tmp_path, faces):
     write_images(tmp_path / "a", {"00.png": faces["00"]})
-    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "strips").mkdir(parents=True)
+    (tmp_path / "out" / "strips" / "old.png").write_bytes(b"x")  # from an earlier --strips run
     (tmp_path / "out" / "metrics.json").write_text("{}")
     args = ["--pred", str(tmp_path / "a"), "--target", str(tmp_path / "a"), "-o", str(tmp_path / "out")]
     result = cli(*args)
@@ -105,6 +106,7 @@ def test_existing_metrics_are_kept_without_overwrite(tmp_path, faces):
     assert (tmp_path / "out" / "metrics.json").read_text() == "{}"
     result = cli(*args, "--overwrite")
     assert result.exit_code == 0 and json.loads((tmp_path / "out" / "metrics.json").read_text())["count"] == 1
+    assert not (tmp_path / "out" / "strips").exists()  # no strips of another run beside the new metrics
 
 
 def test_an_unreadable_image_is_named(tmp_path, faces):

@@ -92,7 +92,7 @@ def test_existing_meshes_are_kept_without_overwrite(tmp_path):
     (tmp_path / "m_000001.obj").write_text("mine")
     args = [str(clip), "--frames", "0,1", "--aligned", "-o", str(tmp_path / "m.obj"), *TINY, "--level", "-1"]
     result = cli(*args)
-    assert result.exit_code == 2 and "m_000001.obj already exist(s); pass --overwrite" in result.output
+    assert result.exit_code == 2 and "m_000001.obj already exists; pass --overwrite to replace it" in result.output
     assert (tmp_path / "m_000001.obj").read_text() == "mine" and not (tmp_path / "m_000000.obj").exists()
     result = cli(*args, "--overwrite")
     assert result.exit_code == 0, result.output

@@ -53,7 +53,8 @@ def localise(command: str) -> str:
 
 def run_readme(command: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(["bash", "-c", localise(command)], check=False, cwd=cwd, env=env, capture_output=True, timeout=600)
+    return subprocess.run(["bash", "-c", localise(command)], check=False, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=600)
 
 
 def input_tile_error(path: Path) -> float:

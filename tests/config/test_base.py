@@ -38,11 +38,18 @@ def test_wrong_type_is_named():
         C.from_mapping(Outer, {"inner": {"mode": "random"}})
 
 
-@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1e400", "nan"])
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1.0e+400", "1e400", "nan", "1" + "0" * 400, "abc"])
 def test_numbers_must_be_finite(value):
-    """NaN and infinities never reach a model (YAML's .nan/.inf, an overflowing literal, the word nan)."""
+    """NaN and infinities never reach a model: YAML's .nan/.inf, an overflowing float, the same as YAML text
+    (1e400, nan), an integer too large for a float, and text that is no number."""
     with pytest.raises(C.ConfigError, match="scale: expected a finite number"):
         C.apply_overrides(Outer(), [f"scale={value}"])
+
+
+def test_exponents_without_a_dot_are_numbers():
+    """YAML 1.1 reads 1e-4 as text; a number field takes it as the number it spells."""
+    assert C.apply_overrides(Outer(), ["scale=1e-4"]).scale == 1e-4
+    assert C.apply_overrides(Outer(), ["scale=2E+3"]).scale == 2000.0
 
 
 def test_overrides_parse_yaml_values():

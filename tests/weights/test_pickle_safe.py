@@ -152,7 +152,7 @@ def test_torch_save_file_is_not_taken_for_a_pkl(tmp_path):
 def test_a_file_that_is_no_pickle_is_named(tmp_path):
     path = tmp_path / "notes.pkl"
     path.write_text("forty-two")
-    with pytest.raises(PickleFormatError, match=r"notes\.pkl is not an NVIDIA network snapshot \.pkl \(not a "
+    with pytest.raises(PickleFormatError, match=r"notes\.pkl is not an NVIDIA network snapshot \.pkl: not a "
                                                 r"readable pickle: UnpicklingError"):
         read_nvidia_pickle(path)
 

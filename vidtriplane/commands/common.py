@@ -67,6 +67,9 @@ def _say(message: str) -> None:
 def say_click_error(exc: click.exceptions.ClickException) -> int:
     """Click's own errors (a bad option value, a missing option) as one line, like ours; the exit code."""
     message = exc.format_message()
+    if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # a bare group: its help, as Click does
+        click.echo(message, err=True)
+        return exc.exit_code
     ctx = getattr(exc, "ctx", None)
     if isinstance(exc, click.exceptions.UsageError) and ctx is not None:
         message += f" (see '{ctx.command_path} --help')"

@@ -63,7 +63,7 @@ def _write(out_dir: Path, metrics: dict, cfg) -> None:
 @click.option("--cttr", is_flag=True, help="One cascaded test-time refinement pass (v1).")
 @batch_size_option()
 @device_option
-@overwrite_option("Replace the metrics (and strips) of an OUT_DIR that already holds them.")
+@overwrite_option("Replace the metrics of an OUT_DIR that already holds them (earlier strips are removed).")
 @verbosity_options
 def command(data_dir: Optional[str], output: str, pred: Optional[str], target: Optional[str],
             configs: tuple[str, ...], overrides: tuple[str, ...], dry_run: bool, overwrite: bool, quiet: bool,
@@ -100,6 +100,10 @@ def command(data_dir: Optional[str], output: str, pred: Optional[str], target: O
     if (out_dir / "metrics.json").exists() and not overwrite:
         raise UsageError(f"{out_dir} already holds metrics.json; pass --overwrite to replace it, or choose another "
                          "output folder")
+    if overwrite and (out_dir / "strips").is_dir():
+        import shutil
+
+        shutil.rmtree(out_dir / "strips")  # strips of an earlier run would sit beside the new metrics
     from vidtriplane.eval import protocol
     from vidtriplane.pipeline.build import resolve_device
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Optional
 
 import click
 
 from vidtriplane.commands.common import setup_logging
-from vidtriplane.commands.options import device_option, overwrite_option, verbosity_options
+from vidtriplane.commands.options import device_option, finite, overwrite_option, verbosity_options
 from vidtriplane.errors import UsageError
 
 log = logging.getLogger("vidtriplane")
@@ -101,12 +100,6 @@ def output_paths(output: Path, frames: Optional[list[int]]) -> list[Path]:
     return [output.with_name(f"{output.stem}_{f:06d}{output.suffix}") for f in frames]
 
 
-def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a finite number")
-    return value
-
-
 @click.command("export-mesh", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.argument("src", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), metavar="OUT.ply",
@@ -120,7 +113,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--eg3d", default="eg3d-ffhq512-128", show_default=True, help="EG3D registry entry ('' = none).")
 @click.option("--resolution", type=click.IntRange(8, 1024), default=256, show_default=True,
               help="Density grid points per axis (the official 256).")
-@click.option("--level", type=float, default=10.0, show_default=True, callback=_finite,
+@click.option("--level", type=float, default=10.0, show_default=True, callback=finite,
               help="Marching-cubes density level.")
 @click.option("--cttr", is_flag=True, help="One cascaded test-time refinement pass (v1).")
 @device_option
@@ -155,8 +148,9 @@ def command(src: str, output: str, frames: str, aligned: bool, weights: str, mod
     wanted = None if is_image else parse_frames(frames)
     existing = [str(p) for p in output_paths(out, wanted) if p.exists()]
     if existing and not overwrite:
-        raise UsageError(f"{', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''} already exist(s); pass "
-                         "--overwrite to replace, or choose another -o")
+        shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        raise UsageError(f"{shown} already {'exists' if len(existing) == 1 else 'exist'}; pass --overwrite to replace "
+                         f"{'it' if len(existing) == 1 else 'them'}, or choose another -o")
     if is_image:
         crops, labels = image_with_label(path)
         numbers = None

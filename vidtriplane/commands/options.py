@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Optional
 
 import click
 
 Decorator = Callable[[Callable], Callable]
+
+
+def finite(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> Optional[float]:
+    """Click callback refusing NaN and infinities in a float option (FloatRange lets them through)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number.")
+    return value
 
 
 def _stack(*decorators: Decorator) -> Decorator:
@@ -94,9 +102,10 @@ def engine_options(*, segments: bool = False) -> Decorator:
                      help="Ray cluster to join (auto, HOST:PORT) [$RAY_ADDRESS, else start Ray here]."),
         click.option("--workers", type=click.IntRange(0), default=None,
                      help="Ray workers, each loading the models once [0: as many as the cluster holds]."),
-        click.option("--gpus-per-worker", type=click.FloatRange(0), default=None,
+        click.option("--gpus-per-worker", type=click.FloatRange(0), default=None, callback=finite,
                      help="GPUs per Ray worker; fractions share a GPU [1 if the cluster has GPUs, else 0]."),
-        click.option("--cpus-per-worker", type=click.FloatRange(0), default=None, help="CPUs per Ray worker [1]."),
+        click.option("--cpus-per-worker", type=click.FloatRange(0), default=None, callback=finite,
+                     help="CPUs per Ray worker [1]."),
     ]
     if segments:
         options.append(click.option(

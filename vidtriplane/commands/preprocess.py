@@ -10,7 +10,7 @@ import click
 from vidtriplane.commands.common import setup_logging
 from vidtriplane.commands.options import (check_raw_input, config_options, device_option, engine_options,
                                           input_options, overwrite_option, verbosity_options)
-from vidtriplane.runners.jobs import PlanError
+from vidtriplane.errors import PlanError
 
 log = logging.getLogger("vidtriplane")
 

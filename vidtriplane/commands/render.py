@@ -148,9 +148,11 @@ def command(src: str, dst: str, pipeline: str, configs: tuple[str, ...], overrid
         return
     engine.check(jobs)
     check_outputs_writable(jobs, dst if folder else None)
-    if not folder and src != "-":
-        _check_input(src, cfg)
     from vidtriplane.runners.local import log_summary, pending
+
+    if not folder and src != "-":
+        pending(jobs, folder=False, overwrite=overwrite)  # an existing output is refused first (a usage error)
+        _check_input(src, cfg)
 
     if folder:
         if pending(jobs, folder=True, overwrite=overwrite)[0]:

@@ -80,8 +80,14 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
+        # YAML 1.1 reads 1e-4 (no dot) as text: a string that reads as a number is taken as one
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except (ValueError, OverflowError):
+                number = math.nan
+            if math.isfinite(number):
+                return number
         raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     if tp is str:
         if isinstance(value, str):

@@ -216,8 +216,14 @@ class OptimConfig:
             raise ValueError("optim learning rates must be > 0")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"optim.betas must be two values in [0, 1), got {list(self.betas)}")
-        if self.eps <= 0 or not 0.0 < self.alpha <= 1.0 or self.k < 1 or self.weight_decay < 0:
-            raise ValueError("optim.eps must be > 0, optim.alpha in (0, 1], optim.k >= 1, optim.weight_decay >= 0")
+        if self.eps <= 0:
+            raise ValueError(f"optim.eps must be > 0, got {self.eps}")
+        if not 0.0 < self.alpha <= 1.0:
+            raise ValueError(f"optim.alpha (the Lookahead step) must be in (0, 1], got {self.alpha}")
+        if self.k < 1:
+            raise ValueError(f"optim.k (the Lookahead period) must be >= 1, got {self.k}")
+        if self.weight_decay < 0:
+            raise ValueError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
 
 
 @dataclass(frozen=True)

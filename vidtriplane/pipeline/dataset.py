@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from vidtriplane.config.media import ReaderConfig
-from vidtriplane.runners.jobs import PlanError
+from vidtriplane.errors import PlanError
 
 log = logging.getLogger("vidtriplane")
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
 
 def _image_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())

@@ -14,14 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from vidtriplane.errors import UsageError, VidtriplaneError
+from vidtriplane.errors import PlanError, VidtriplaneError
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".nut", ".ts", ".y4m", ".mpg", ".mpeg",
                     ".flv", ".wmv", ".3gp"}
-
-
-class PlanError(UsageError):
-    """INPUT/OUTPUT that cannot be run as given (exit code 2)."""
 
 
 class UnwritableOutput(VidtriplaneError):

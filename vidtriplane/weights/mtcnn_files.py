@@ -82,15 +82,16 @@ def read_source(path: Path) -> MtcnnSource:
         return MtcnnSource(state, "wheel", hashes)
     if path.name in {f"{net}.pt" for net in NETS}:
         return read_source(path.parent)
+    why = ""
     try:
         obj = load_torch(path, kind="MTCNN")
-    except CheckpointError:
-        obj = None  # not a torch file either: the message below lists what is accepted
+    except CheckpointError as exc:  # not a torch file we can read either: say why as well
+        obj, why = None, f" (read as a torch file: {exc})"
     if isinstance(obj, dict) and any(str(k).startswith("pnet.") for k in obj):
         return MtcnnSource(dict(obj), "converted")
     raise InvalidWeights(f"{path} is neither the facenet-pytorch wheel (facenet_pytorch-2.6.0-py3-none-any.whl "
                          "from PyPI, holding facenet_pytorch/data/pnet.pt, rnet.pt, onet.pt), nor those .pt files or "
-                         "their folder, nor a converted mtcnn.pt")
+                         f"their folder, nor a converted mtcnn.pt{why}")
 
 
 def save(state: dict[str, Any], dest: Path) -> None:

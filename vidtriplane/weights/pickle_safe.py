@@ -382,8 +382,8 @@ def read_nvidia_pickle(path: Path, *, key: str = "G_ema") -> ExtractedNetwork:
         try:
             top = safe_load(f)
         except PickleFormatError as err:
-            raise PickleFormatError(f"{path} is not an NVIDIA network snapshot .pkl ({err}); check that it is the "
-                                    "downloaded file, complete") from None
+            raise PickleFormatError(f"{path} is not an NVIDIA network snapshot .pkl: {err}. Check that it is the "
+                                    "complete downloaded file") from None
     if not isinstance(top, dict) or key not in top:
         found = sorted(map(str, top)) if isinstance(top, dict) else type(top).__name__
         raise PickleFormatError(f"{path} does not hold a {key!r} network (found: {found})")
