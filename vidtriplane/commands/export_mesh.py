@@ -134,7 +134,7 @@ def command(src: str, output: str, frames: str, aligned: bool, weights: str, mod
     import torch
 
     from vidtriplane.config.render import ModelConfig
-    from vidtriplane.geometry.mesh import extract_mesh, write_obj, write_ply
+    from vidtriplane.geometry.mesh import extract_mesh, write_mesh
     from vidtriplane.pipeline.build import build_network, resolve_device
     from vidtriplane.runners.render import resolve_weight_files
     from vidtriplane.stages.invert import input_size, network_input
@@ -169,8 +169,8 @@ def command(src: str, output: str, frames: str, aligned: bool, weights: str, mod
         with torch.no_grad():
             inv = net.encode(x[i:i + 1], c[i:i + 1], cttr_steps=1 if cttr else 0)
             mesh = extract_mesh(inv.planes, G.decoder, box_warp=G.cfg.box_warp, resolution=resolution, level=level)
-        atomic_write(target, functools.partial(write_ply if target.suffix.lower() == ".ply" else write_obj,
-                                               mesh=mesh))  # a kill never leaves half a mesh under the name
+        # written to a temp file and renamed: a kill never leaves half a mesh under the name
+        atomic_write(target, functools.partial(write_mesh, mesh=mesh, suffix=target.suffix))
         if mesh.is_empty:
             log.warning("%s: no surface at density level %g (empty mesh); try another --level", target, level)
         log.info("%s: %d vertices, %d faces", target, len(mesh.vertices), len(mesh.faces))

@@ -85,8 +85,8 @@ def command(input: str, output: str, configs, overrides, dry_run, matting, offic
 
     setup_logging(quiet, verbose)
     cfg = resolve_config(configs, overrides, matting, official, device)
-    reader = ReaderConfig(format=input_format, raw_size=raw_size, raw_pix_fmt=raw_pix_fmt or "rgb24",
-                          raw_rate=raw_rate or "25", audio=False)
+    given = {"format": input_format, "raw_size": raw_size, "raw_pix_fmt": raw_pix_fmt, "raw_rate": raw_rate}
+    reader = ReaderConfig(**{k: v for k, v in given.items() if v is not None}, audio=False)
     check_raw_input(reader)
     if dry_run:
         click.echo(dump(cfg), nl=False)

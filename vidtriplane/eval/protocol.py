@@ -290,5 +290,5 @@ def table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EvalInputError", "Evaluation", "UnreadableImage", "accumulator", "evaluate_model", "evaluate_pairs", "load_metric_nets",
-           "novel_camera", "pair_folders", "table", "to_json"]
+__all__ = ["EvalInputError", "Evaluation", "UnreadableImage", "accumulator", "evaluate_model", "evaluate_pairs",
+           "load_metric_nets", "novel_camera", "pair_folders", "table", "to_json"]

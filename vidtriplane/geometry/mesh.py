@@ -151,9 +151,9 @@ def write_obj(path: str | Path, mesh: Mesh) -> None:
         np.savetxt(f, mesh.faces + 1, fmt="f %d %d %d")
 
 
-def write_mesh(path: str | Path, mesh: Mesh) -> None:
-    """Write ``.ply`` or ``.obj`` by the file suffix."""
-    suffix = Path(path).suffix.lower()
+def write_mesh(path: str | Path, mesh: Mesh, suffix: str | None = None) -> None:
+    """Write ``.ply`` or ``.obj`` by ``suffix`` (default: the file's own; give it when writing a temp file)."""
+    suffix = (suffix or Path(path).suffix).lower()
     if suffix == ".ply":
         write_ply(path, mesh)
     elif suffix == ".obj":
