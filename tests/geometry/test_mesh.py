@@ -15,7 +15,6 @@ from vidtriplane.geometry.mesh import (
     trim_border,
     triplane_density,
     write_mesh,
-    write_obj,
     write_ply,
 )
 from vidtriplane.models.eg3d import EG3DConfig, EG3DGenerator

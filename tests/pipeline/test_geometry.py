@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from tests.io.media import make_video
 from vidtriplane.pipeline.geometry import prefetch, video_geometry
 
 

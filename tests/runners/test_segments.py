@@ -5,6 +5,7 @@ generated-weights model (the Ray tests run the same functions on workers)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import av
@@ -143,6 +144,29 @@ def test_face_pipeline_in_segments_is_the_whole_run(tmp_path, threads, monkeypat
     alone, _ = preprocess.geometry(batch, preprocess.PreprocessState(), models.preprocess, cfg.preprocess)
     cached = PoseCache().load(hash_file(src), cfg.preprocess.geometry_settings())
     assert not np.allclose(alone["labels"], cached["labels"][12:16])
+
+
+def test_matting_segments_start_on_a_key_crop(tmp_path, threads, monkeypatch):
+    """Matting with carried alphas keys on multiples of ``every``: segments start at multiples of both it
+    and the batch size, so each one's first crop is a key as in the whole run (real u2netp)."""
+    for module in ("dlib", "rembg", "onnx"):
+        pytest.importorskip(module)
+    u2netp = Path(os.environ.get("U2NET_HOME", Path.home() / ".u2net")) / "u2netp.onnx"
+    if not u2netp.is_file():
+        pytest.skip(f"{u2netp} is absent")
+    monkeypatch.setenv("VIDTRIPLANE_CACHE", str(tmp_path / "cache"))
+    overrides = [*FAST, "preprocess.matting.enabled=true", "preprocess.matting.every=5"]
+    cfg = resolve("render", pipeline="default", configs=["generated-tiny"], overrides=overrides)
+    src = tmp_path / "face.mp4"
+    face_clip(src, 28)
+    models = load_models(cfg)
+    whole = render_video(src, tmp_path / "whole.mp4", models, cfg, progress=False)
+    task = RenderTask(cfg, progress=False)
+    job = Job(str(src), str(tmp_path / "cut.mp4"), (str(tmp_path / "cut.mp4"),))
+    plan, _ = render_in_segments(task, job, models, 10)
+    assert plan.batch_size == 4 and plan.segments == ((0, 20), (20, 28))  # multiples of 4 and 5
+    assert_same_video(tmp_path / "cut.mp4", tmp_path / "whole.mp4")
+    assert whole.frames == 28
 
 
 def test_a_plan_for_another_config_or_input_is_discarded(tmp_path):

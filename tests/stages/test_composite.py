@@ -8,7 +8,7 @@ import pytest
 
 from tests.io.media import pattern
 from vidtriplane.config import apply_overrides
-from vidtriplane.config.render import CompositeConfig, PipelineConfig, RenderConfig, ViewConfig
+from vidtriplane.config.render import PipelineConfig
 from vidtriplane.stages import aligned, composite
 from vidtriplane.types import FrameBatch, VideoMeta
 

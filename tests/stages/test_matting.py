@@ -116,3 +116,108 @@ def test_u2netp_on_a_real_face(homes):
     assert alpha[0, 120:160, 100:140].mean() > 0.8  # the face
     assert alpha[0, :20, 220:].mean() < 0.3  # the wall, top right
     assert out[0, 5, 250, 1] > 200 and out[0, 5, 250, 0] < 80  # replaced by green
+
+
+# --------------------------------------------------------------------------------------------------
+# key crops and carried alphas (matting.every > 1)
+
+
+class ContentRunner:
+    """A stand-in network whose alpha follows the picture: a smooth function of its green channel, so an
+    alpha carried along the right flow matches what this runner gives the moved crop. Counts its crops."""
+
+    device = "cpu"
+
+    def __init__(self) -> None:
+        self.crops = 0
+
+    def alphas(self, crops: np.ndarray) -> np.ndarray:
+        import cv2
+
+        self.crops += len(crops)
+        green = np.stack([cv2.GaussianBlur(c[..., 1], (0, 0), 4).astype(np.float32) for c in crops])
+        return np.clip((green - 90) / 60, 0, 1)
+
+
+def _drifting(n: int, step: float = 1.5, side: int = 256) -> np.ndarray:
+    """Crops [n, side, side, 3] of the astronaut sliding right and down by ``step`` px a frame."""
+    import cv2
+
+    img = cv2.resize(astronaut(), (side, side), interpolation=cv2.INTER_AREA)
+    frames = []
+    for i in range(n):
+        m = np.float32([[1, 0, step * i], [0, 1, 0.5 * step * i]])
+        frames.append(cv2.warpAffine(img, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
+    return np.stack(frames)
+
+
+def _in_batches(crops, sizes, runner, cfg, start=0):
+    state, alphas, at = matting.KeyState(), [], 0
+    for size in sizes:
+        index = np.arange(start + at, start + at + size)
+        _, alpha, state = matting.matte_frames(crops[at:at + size], index, runner, cfg, state)
+        alphas.append(alpha)
+        at += size
+    return np.concatenate(alphas), state
+
+
+def test_carried_alphas_follow_the_motion():
+    crops = _drifting(12)
+    truth = ContentRunner().alphas(crops)
+    runner = ContentRunner()
+    alpha, state = _in_batches(crops, [12], runner, matting.MattingConfig(every=4))
+    assert runner.crops == state.network == 3 and state.carried == 9  # frames 0, 4, 8
+    np.testing.assert_array_equal(alpha[[0, 4, 8]], truth[[0, 4, 8]])
+    carried = [i for i in range(12) if i % 4]
+    moved = np.abs(alpha[carried] - truth[carried]).mean()
+    held = np.mean([np.abs(truth[i - i % 4] - truth[i]).mean() for i in carried])  # the key alpha, not moved
+    assert moved < 0.25 * held and moved < 0.015, (moved, held)
+
+
+def test_every_one_runs_the_network_on_every_crop():
+    crops = _drifting(5)
+    runner = ContentRunner()
+    alpha, state = _in_batches(crops, [5], runner, matting.MattingConfig(every=1))
+    assert runner.crops == state.network == 5 and state.carried == 0
+    np.testing.assert_array_equal(alpha, ContentRunner().alphas(crops))
+
+
+def test_auto_period_is_every_crop_on_cuda_and_four_on_the_cpu():
+    gpu = ContentRunner()
+    gpu.device = "cuda:0"
+    assert matting.period(gpu, matting.MattingConfig()) == 1
+    assert matting.period(ContentRunner(), matting.MattingConfig()) == 4
+    assert matting.period(gpu, matting.MattingConfig(every=3)) == 3
+
+
+def test_a_cut_gets_the_network_at_once():
+    import cv2
+
+    crops = _drifting(8)
+    other = cv2.resize(astronaut()[::-1, ::-1].copy(), (256, 256))  # another picture from frame 5 on
+    crops[5:] = other
+    runner = ContentRunner()
+    alpha, state = _in_batches(crops, [8], runner, matting.MattingConfig(every=4))
+    assert state.network == 3  # 0, 4 and the cut at 5 (6 and 7 are carried from 5)
+    np.testing.assert_array_equal(alpha[5], ContentRunner().alphas(crops[5:6])[0])
+    assert np.abs(alpha[6:] - ContentRunner().alphas(crops[6:])).max() < 1e-3  # the same picture, no motion
+
+
+def test_batches_and_segment_starts_do_not_change_the_alphas():
+    """Keys on multiples of ``every`` (not ``every`` crops after the last key): a cut at 5 does not shift them."""
+    crops = _drifting(16)
+    crops[5:] = crops[5:, ::-1]  # a cut: the picture upside down from frame 5 on
+    cfg = matting.MattingConfig(every=4)
+    whole, state = _in_batches(crops, [16], ContentRunner(), cfg)
+    assert state.network == 5  # 0, 4, 5, 8, 12
+    split, _ = _in_batches(crops, [3, 5, 1, 7], ContentRunner(), cfg)
+    np.testing.assert_array_equal(split, whole)
+    segment, _ = _in_batches(crops[8:], [4, 4], ContentRunner(), cfg, start=8)  # fresh state at a key
+    np.testing.assert_array_equal(segment, whole[8:])
+
+
+def test_carrying_settings_are_checked():
+    with pytest.raises(ValueError, match="matting.every"):
+        matting.MattingConfig(every=-1)
+    with pytest.raises(ValueError, match="max_flow_error"):
+        matting.MattingConfig(max_flow_error=-0.5)

@@ -186,3 +186,26 @@ def test_stream_report_has_tracker_counts_and_jitter(models, clip):
     report = runner.report
     assert report["frames"] == 16 and report["steadiness"]["mode"] == "causal"
     assert report["tracker"]["detections"] >= 1 and sum(report["tracker"].values()) == 16
+
+
+def test_matting_with_carried_alphas_across_batches(models, clip):
+    """A stream and a cached file, in batches that do not line up with the keys: an alpha on every frame,
+    the network on frames 0, 3, 6, ... only (plus re-keys), the same alphas either way, counts in the report."""
+    from dataclasses import replace
+
+    from tests.stages.test_matting import ContentRunner
+    from vidtriplane.config.preprocess import MattingConfig, PreprocessConfig
+
+    cfg = PreprocessConfig(matting=MattingConfig(enabled=True, every=3))
+    runner = ContentRunner()
+    with_matting = replace(models, matting=runner)
+    outs, state = _run(clip, with_matting, cfg, 5)
+    alpha = _cat(outs, "alpha")
+    assert alpha.shape == (16, 512, 512) and sum(len(b) for b in outs) == 16
+    assert state.matting.network == runner.crops and state.matting.network + state.matting.carried == 16
+    assert 6 <= state.matting.network < 16  # 0, 3, ..., 15 at least; the blank frames 6-8 may re-key
+    live = pp.Preprocessor(with_matting, cfg)
+    again = [live(batch_of(clip[s:s + 4], s)) for s in range(0, 16, 4)]
+    np.testing.assert_array_equal(_cat(again, "alpha"), alpha)
+    assert live.report["matting"] == {"network": state.matting.network, "carried": state.matting.carried}
+    assert "matting" not in pp.Preprocessor(models, PreprocessConfig()).report

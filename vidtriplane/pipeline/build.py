@@ -209,7 +209,7 @@ class Prepare:
 
     @property
     def report(self) -> Optional[dict[str, Any]]:
-        """The preprocessing report (counts, tracker counts, jitter), None for aligned input."""
+        """The preprocessing report (counts, tracker counts, jitter, matting counts), None for aligned input."""
         return None if self._runner is None else self._runner.report
 
     def _store(self, source: str | Path, geometry: Optional[dict[str, np.ndarray]]) -> None:

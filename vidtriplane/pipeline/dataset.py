@@ -83,8 +83,8 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
         raise PlanError(f"input {source} does not exist (give a video, an image folder, or - for stdin)")
     files = _image_files(path) if folder else []
 
-    if folder:  # unrelated photos: each on its own, nothing to smooth over
-        cfg = replace(cfg, smooth=replace(cfg.smooth, mode="off"))
+    if folder:  # unrelated photos: each on its own, nothing to smooth over or carry an alpha to
+        cfg = replace(cfg, smooth=replace(cfg.smooth, mode="off"), matting=replace(cfg.matting, every=1))
 
     # 1. pose cache lookup (files and folders; stdin cannot be hashed before it is read)
     store = pose_cache.PoseCache(cache_dir) if use_cache and source != "-" else None
@@ -130,7 +130,8 @@ def run(source: str, out_dir: Path, cfg, *, mirror: bool = False, batch_size: in
         runner = pp.Preprocessor(loaded, cfg, cached, report=geometry_report)
         if folder:
             for batch in _image_batches(files):
-                runner.state = replace(pp.PreprocessState(), counts=runner.state.counts, steps=runner.state.steps)
+                runner.state = replace(pp.PreprocessState(), counts=runner.state.counts, steps=runner.state.steps,
+                                       matting=runner.state.matting)
                 write(runner(batch), [files[int(batch.index[0])].stem])
         else:
             for batch in reader.batches(batch_size):

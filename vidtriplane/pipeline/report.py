@@ -36,7 +36,8 @@ class RunReport:
     """Input timestamps that repeated or went backwards and were moved forward in the output."""
     preprocess: Optional[dict] = None
     """Face preprocessing: counts, the tracker's counts (detections, redetections, tracked, flow frames) and
-    the jitter of the raw and smoothed crop / pose axes (``stages/steadiness.py``); None for aligned input."""
+    the jitter of the raw and smoothed crop / pose axes (``stages/steadiness.py``), with matting the crops the
+    network ran on and those whose alpha was carried; None for aligned input."""
 
     def count(self, batch: FrameBatch) -> None:
         """Add one composed batch's frame, face, held and fallback counts."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -90,6 +91,16 @@ def geometry_pass(source: str, cfg: PipelineConfig, models, batch_size: int, pts
     return geometry
 
 
+def matting_period(cfg: PipelineConfig, models) -> int:
+    """Frames between matting's key crops (1 without matting): segments start on a key, as in a whole run."""
+    from vidtriplane.stages import matting
+
+    runner = getattr(getattr(models, "preprocess", None), "matting", None)
+    if "preprocess" not in cfg.stages or not cfg.preprocess.matting.enabled or runner is None:
+        return 1
+    return matting.period(runner, cfg.preprocess.matting)
+
+
 def plan_video(job: Job, cfg: PipelineConfig, models, *, key: str, segment_frames: Optional[int], workers: int,
                on_frames: Optional[Callable[[int], None]] = None) -> Optional[Plan]:
     """Cut ``job``'s video into segments and write the plan (and geometry); None: render it whole."""
@@ -104,7 +115,7 @@ def plan_video(job: Job, cfg: PipelineConfig, models, *, key: str, segment_frame
         log.warning("%s has frames without (or with repeated) timestamps: rendering it whole", job.source)
         return None
     length = auto_length(len(pts), workers) if segment_frames is None else segment_frames
-    segments = cut(len(pts), length, batch_size) if length else ((0, len(pts)),)
+    segments = cut(len(pts), length, math.lcm(batch_size, matting_period(cfg, models))) if length else ((0, len(pts)),)
     if len(segments) < 2:
         return None
     with open_video(job.source, replace(cfg.input, audio=False)) as reader:

@@ -14,6 +14,8 @@ Identical to a local run by construction:
 * **geometry** (face tracking and smoothing run frame after frame): one sequential pass over the whole
   video before the segments (stored in the work folder and, as usual, in the pose cache); segments only
   look their frames' geometry up;
+* **matting** with carried alphas (``matting.every`` K > 1): keys fall on frame numbers that are multiples
+  of K and segments start at multiples of K too, so a segment's first crop is a key in both runs;
 * **time**: every segment is given the video's first timestamp, so ``seconds`` (moving cameras) match;
 * **encoding**: segments are written losslessly (FFV1 in nut); :func:`stitch` decodes them in order and
   encodes the output once, with the run's writer settings, the input's timestamps and its audio packets
@@ -151,9 +153,10 @@ def frame_times(source: str | Path) -> Optional[list[int]]:
     return pts
 
 
-def cut(n_frames: int, length: int, batch_size: int) -> tuple[tuple[int, int], ...]:
-    """Segments of ``length`` frames (rounded up to a multiple of ``batch_size``); the last one is shorter."""
-    length = max(1, math.ceil(max(1, length) / batch_size)) * batch_size
+def cut(n_frames: int, length: int, multiple: int) -> tuple[tuple[int, int], ...]:
+    """Segments of ``length`` frames rounded up to a multiple of ``multiple`` (the batch size, and matting's
+    key period when it carries alphas); the last one is shorter."""
+    length = max(1, math.ceil(max(1, length) / multiple)) * multiple
     return tuple((s, min(n_frames, s + length)) for s in range(0, n_frames, length))
 
 

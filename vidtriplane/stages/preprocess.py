@@ -89,6 +89,8 @@ class PreprocessState:
     """Cumulative tracker steps (:attr:`LandmarkState.step`: detect, redetect, track, flow) as (name, count)."""
     trace: Optional[dict[str, np.ndarray]] = field(default=None, compare=False)
     """Raw and smoothed jitter axes of the last batch (``geometry_stage.from_landmarks``'s trace)."""
+    matting: matting.KeyState = matting.KeyState()
+    """The last key crop and alpha of matting with carried alphas, and its counts."""
 
 
 def _fps(batch: FrameBatch) -> float:
@@ -134,8 +136,8 @@ def geometry(
     geo, trace, geo_state = geometry_stage.from_landmarks(found.points, size, _fps(batch), state.geometry, cfg,
                                                           stream_mode(cfg), pose_lms=found.pose_points)
     geo["confidence"] = found.confidence
-    new_state = PreprocessState(tracker=tracker, geometry=geo_state, counts=_add(state.counts, geo),
-                                steps=_add_steps(state.steps, Counter(found.steps)), trace=trace)
+    new_state = replace(state, tracker=tracker, geometry=geo_state, counts=_add(state.counts, geo),
+                        steps=_add_steps(state.steps, Counter(found.steps)), trace=trace)
     return geo, new_state
 
 
@@ -169,9 +171,11 @@ def sequence_geometry(
 
 
 def with_geometry(
-    batch: FrameBatch, geo: dict[str, np.ndarray], models: PreprocessModels, cfg: PreprocessConfig
-) -> FrameBatch:
-    """Add the geometry fields, cut the crops and (with matting) replace their background."""
+    batch: FrameBatch, geo: dict[str, np.ndarray], models: PreprocessModels, cfg: PreprocessConfig,
+    keys: matting.KeyState = matting.KeyState(),
+) -> tuple[FrameBatch, matting.KeyState]:
+    """Add the geometry fields, cut the crops and (with matting) replace their background; ``keys`` is
+    matting's state from the video's previous batch (returned updated)."""
     if len(geo["labels"]) != len(batch):
         raise ValueError(f"geometry for {len(geo['labels'])} frames given to a batch of {len(batch)}")
     if models.device.startswith("cuda"):
@@ -197,8 +201,8 @@ def with_geometry(
     if cfg.matting.enabled:
         if models.matting is None:
             raise ValueError("matting is enabled but no matting runner was loaded (load_models(cfg))")
-        return matting.apply(batch, crops, models.matting, cfg.matting)
-    return batch.with_fields(crops=crops)
+        return matting.apply(batch, crops, models.matting, cfg.matting, keys)
+    return batch.with_fields(crops=crops), keys
 
 
 def apply(
@@ -206,7 +210,8 @@ def apply(
 ) -> tuple[FrameBatch, PreprocessState]:
     """One batch through the whole chain; returns the grown batch and the state for the next batch."""
     geo, state = geometry(batch, state, models, cfg)
-    return with_geometry(batch, geo, models, cfg), state
+    batch, keys = with_geometry(batch, geo, models, cfg, state.matting)
+    return batch, replace(state, matting=keys)
 
 
 def load(cfg: PreprocessConfig) -> PreprocessModels:
@@ -247,7 +252,9 @@ class Preprocessor:
             geo, self.state = geometry(batch, self.state, self.models, self.cfg)
             self.geometry_parts.append(geo)
             self._traces.append(self.state.trace)
-        return with_geometry(batch, geo, self.models, self.cfg)
+        batch, keys = with_geometry(batch, geo, self.models, self.cfg, self.state.matting)
+        self.state = replace(self.state, matting=keys)
+        return batch
 
     @property
     def new_geometry(self) -> Optional[dict[str, np.ndarray]]:
@@ -263,8 +270,12 @@ class Preprocessor:
 
     @property
     def report(self) -> dict[str, Any]:
-        """Counts, and (when known) the tracker's counts and the jitter of raw vs smoothed crops and poses."""
+        """Counts, and (when known) the tracker's counts and the jitter of raw vs smoothed crops and poses;
+        with matting, the crops the network ran on and those whose alpha was carried."""
         out: dict[str, Any] = dict(self.counts)
+        if self.cfg.matting.enabled:
+            keys = self.state.matting
+            out["matting"] = {"network": keys.network, "carried": keys.carried}
         if self._given_report is not None:
             out.update({k: v for k, v in self._given_report.items() if k in ("tracker", "steadiness")})
         elif self._traces:
