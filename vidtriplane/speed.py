@@ -151,7 +151,8 @@ def device_name(device: torch.device) -> str:
     """GPU name, or ``cpu MODEL (N threads)`` (the model from /proc/cpuinfo where there is one)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu {cpu_model()} ({torch.get_num_threads()} threads)".replace("cpu  (", "cpu (")
+    model = cpu_model()
+    return f"cpu {model} ({torch.get_num_threads()} threads)" if model else f"cpu ({torch.get_num_threads()} threads)"
 
 
 def cpu_model() -> str:

@@ -95,10 +95,9 @@ def matting_period(cfg: PipelineConfig, models) -> int:
     """Frames between matting's key crops (1 without matting): segments start on a key, as in a whole run."""
     from vidtriplane.stages import matting
 
-    runner = getattr(getattr(models, "preprocess", None), "matting", None)
-    if "preprocess" not in cfg.stages or not cfg.preprocess.matting.enabled or runner is None:
+    if "preprocess" not in cfg.stages or not cfg.preprocess.matting.enabled:
         return 1
-    return matting.period(runner, cfg.preprocess.matting)
+    return matting.period(models.preprocess.matting, cfg.preprocess.matting)
 
 
 def plan_video(job: Job, cfg: PipelineConfig, models, *, key: str, segment_frames: Optional[int], workers: int,
@@ -115,7 +114,8 @@ def plan_video(job: Job, cfg: PipelineConfig, models, *, key: str, segment_frame
         log.warning("%s has frames without (or with repeated) timestamps: rendering it whole", job.source)
         return None
     length = auto_length(len(pts), workers) if segment_frames is None else segment_frames
-    segments = cut(len(pts), length, math.lcm(batch_size, matting_period(cfg, models))) if length else ((0, len(pts)),)
+    multiple = math.lcm(batch_size, matting_period(cfg, models))  # segments start on a batch and a matting key
+    segments = cut(len(pts), length, multiple) if length else ((0, len(pts)),)
     if len(segments) < 2:
         return None
     with open_video(job.source, replace(cfg.input, audio=False)) as reader:
